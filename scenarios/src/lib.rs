@@ -1,0 +1,1 @@
+//! faultline-scenarios: the supervisor's world on the simulator.

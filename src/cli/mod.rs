@@ -1,0 +1,9 @@
+//! Subcommands of the `faultline` binary. Each file owns one family of
+//! subcommands; [`exit`] maps outcomes to the exit statuses shared by all.
+
+pub mod agent;
+pub mod exit;
+pub mod job;
+pub mod serve;
+pub mod sim;
+pub mod sim_bench;
