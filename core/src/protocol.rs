@@ -195,6 +195,18 @@ pub enum ClientRequest {
     Overview,
 }
 
+/// One client call over a [`Net`](crate::runtime::Net) connection (the
+/// simulator's clients): the client sends one `ClientCall` frame and the
+/// supervisor answers one [`ClientResponse`] frame. In production the token
+/// travels in the HTTP `Authorization` header and the body is the request.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ClientCall {
+    /// The caller's secret.
+    pub token: String,
+    /// The request.
+    pub request: ClientRequest,
+}
+
 /// How a job's process ended, as reported to clients.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ExitInfo {
@@ -355,6 +367,12 @@ pub enum SupervisorMessage {
         heartbeat_ms: u64,
         /// Runs from the hello the supervisor does not want: kill them.
         kill: Vec<RunningJob>,
+    },
+    /// Answer to [`AgentMessage::Heartbeat`]. An agent that has heard
+    /// nothing from the supervisor for its grace period reconnects.
+    HeartbeatAck {
+        /// The heartbeat's sequence number.
+        seq: u64,
     },
     /// The hello was refused; the connection is closed after this.
     Rejected {
