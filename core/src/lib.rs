@@ -9,5 +9,6 @@
 //! own; `clippy.toml` in this crate forbids the APIs that would bring them in.
 
 pub mod codec;
+pub mod duration;
 pub mod protocol;
 pub mod runtime;
