@@ -273,6 +273,9 @@ pub enum ErrorCode {
 }
 
 /// The supervisor's answer to a [`ClientRequest`].
+// One response is built per request and moved once; boxing the job view
+// would only make every constructor noisier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ClientResponse {
