@@ -1,2 +1,11 @@
 //! The real world: the runtime traits implemented on tokio, real sockets
 //! (HTTP + WebSocket) and real processes.
+//!
+//! * [`http`]: the supervisor's HTTP API and agent endpoint (axum, one port);
+//! * [`ws`]: core's `Connection` over WebSockets, and `TokioNet` for agents;
+//! * [`client`]: the HTTP client the CLI uses.
+#![allow(dead_code)] // parts are wired into the CLI as the supervisor and agent land
+
+pub mod client;
+pub mod http;
+pub mod ws;
