@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn refuses_missing_or_unknown_units() {
-        assert!(parse_duration("90").unwrap_err().contains("missing unit"));
+        assert!(parse_duration("90").expect_err("no unit").contains("missing unit"));
         assert!(parse_duration("3w")
             .unwrap_err()
             .contains("unknown unit `w`"));
