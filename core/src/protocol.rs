@@ -275,6 +275,7 @@ pub enum ErrorCode {
 /// The supervisor's answer to a [`ClientRequest`].
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // one response per request: size does not matter
 pub enum ClientResponse {
     /// A job (answer to submit, status and cancel).
     Job {
@@ -385,6 +386,9 @@ pub enum SupervisorMessage {
         job: JobId,
         /// The run.
         run: RunId,
+        /// The job's kind: an agent refuses (with a failed `Finished`) a kind
+        /// it did not declare in its hello.
+        kind: JobKind,
         /// Program and arguments.
         command: Vec<String>,
     },
