@@ -16,9 +16,11 @@
 //! `core` has no tokio runtime, no sockets, no clock and no randomness of its
 //! own; `clippy.toml` in this crate forbids the APIs that would bring them in.
 
+pub mod agent;
 pub mod agents;
 pub mod codec;
 pub mod config;
+pub mod duration;
 pub mod flaws;
 pub mod job;
 pub mod ops;
@@ -26,3 +28,5 @@ pub mod protocol;
 pub mod runtime;
 pub mod slots;
 pub mod store;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
