@@ -118,16 +118,10 @@ pub async fn serve(
     .await
 }
 
-/// The HTTP status for an error code.
+/// The HTTP status for an error code (core states the mapping).
 pub fn http_status(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-    }
+    StatusCode::from_u16(code.http_status())
+        .expect("ErrorCode::http_status returns valid HTTP status codes")
 }
 
 /// A [`ClientResponse`] as an HTTP response.
