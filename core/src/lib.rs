@@ -17,6 +17,7 @@
 //! own; `clippy.toml` in this crate forbids the APIs that would bring them in.
 
 pub mod agents;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod flaws;
@@ -26,3 +27,4 @@ pub mod protocol;
 pub mod runtime;
 pub mod slots;
 pub mod store;
+pub mod supervisor;
