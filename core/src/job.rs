@@ -253,6 +253,19 @@ impl JobRecord {
         }
     }
 
+    /// Take back the open run `run` that never reached its agent (the
+    /// supervisor did not send it). Its id may be used again: no agent ever
+    /// saw it. Returns false if `run` is not the open, unstarted run.
+    pub fn withdraw_run(&mut self, run: RunId) -> bool {
+        match self.open_run() {
+            Some(open) if open.run == run && open.started_at.is_none() => {
+                self.runs.pop();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Runs dispatched so far.
     pub fn attempts(&self) -> u32 {
         u32::try_from(self.runs.len()).expect("runs are bounded by max_attempts")

@@ -18,6 +18,7 @@
 
 pub mod agent;
 pub mod agents;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod duration;
@@ -28,5 +29,6 @@ pub mod protocol;
 pub mod runtime;
 pub mod slots;
 pub mod store;
+pub mod supervisor;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -103,8 +103,9 @@ pub fn is_legal_op_transition(from: OpPhase, to: OpPhase) -> bool {
     match (from, to) {
         (Destroyed, _) => false,
         (_, Destroyed) => true,
+        (from, to) if from == to => true,
         (Created, WaitingForSlots) => true,
-        (WaitingForSlots, WaitingForSlots | WaitingForAgent) => true,
+        (WaitingForSlots, WaitingForAgent) => true,
         (WaitingForAgent, Dispatching) => true,
         (Dispatching, AwaitingStart | WaitingForAgent) => true,
         (AwaitingStart, Running | Killing | Unaccounted) => true,
@@ -185,6 +186,9 @@ pub struct Op {
     /// Uses refused because the op was destroyed. Zero unless a flaw let a
     /// late message reach it.
     pub uses_after_destroy: u32,
+    /// The pools the op took a slot from (kept after destroy, for the
+    /// record).
+    pub held_pools: Vec<String>,
 }
 
 /// An op transition the lifecycle refuses.
@@ -242,6 +246,7 @@ impl OpRegistry {
                     note: situation.to_owned(),
                 }],
                 uses_after_destroy: 0,
+                held_pools: Vec::new(),
             },
         );
         id

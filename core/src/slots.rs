@@ -276,10 +276,16 @@ impl SlotPool {
         }
     }
 
-    /// Name the op of a holder or waiter once it exists.
-    pub fn set_op(&mut self, ticket: TicketId, op: u64) {
+    /// Hand a waiting ticket to the op that now owns it: name the op and
+    /// wake it (now if already granted, and on a later grant).
+    pub fn set_owner(&mut self, ticket: TicketId, op: u64, wake: Arc<Notify>) {
         if let Some(index) = self.index_of(ticket) {
-            self.waiters[index].holder.op = Some(op);
+            let waiter = &mut self.waiters[index];
+            waiter.holder.op = Some(op);
+            if waiter.granted.is_some() {
+                wake.notify_one();
+            }
+            waiter.wake = Some(wake);
         }
     }
 
@@ -425,10 +431,11 @@ impl SlotTicket {
         self.pool.lock().position(self.ticket?)
     }
 
-    /// Name the op that owns the ticket (for snapshots).
-    pub fn set_op(&self, op: u64) {
+    /// Hand the ticket to the op that now owns it; see
+    /// [`SlotPool::set_owner`].
+    pub fn set_owner(&self, op: u64, wake: Arc<Notify>) {
         if let Some(ticket) = self.ticket {
-            self.pool.lock().set_op(ticket, op);
+            self.pool.lock().set_owner(ticket, op, wake);
         }
     }
 
