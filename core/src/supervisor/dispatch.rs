@@ -316,11 +316,12 @@ impl Supervisor {
             );
             return;
         }
-        let command = state.jobs[&job_id].record.command.clone();
+        let record = &state.jobs[&job_id].record;
         let message = SupervisorMessage::Run {
             job: job_id.clone(),
             run,
-            command,
+            kind: record.kind,
+            command: record.command.clone(),
         };
         let sent = state
             .agents
