@@ -3,14 +3,16 @@
 //! Deserializable from TOML (the tokio shell reads a file) with every field
 //! optional: a missing field takes the default documented on it, an unknown
 //! field is an error. [`SupervisorConfig::validate`] rejects contradictions
-//! before the supervisor starts. Durations are integer milliseconds, named
-//! with an `_ms` suffix.
+//! before the supervisor starts. Durations are text read by
+//! [`duration::parse_duration`](crate::duration::parse_duration): `250ms`,
+//! `90s`, `5m`, `2h`, `1d`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::duration::serde_text;
 use crate::protocol::JobKind;
 
 /// One value per job kind.
@@ -42,6 +44,76 @@ impl<T: Default> Default for PerKind<T> {
     }
 }
 
+/// A duration per job kind, written as text (`max_run = { parallel = "2h" }`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurationPerKind {
+    /// For `sequential` jobs.
+    #[serde(with = "serde_text")]
+    pub sequential: Duration,
+    /// For `parallel` jobs.
+    #[serde(with = "serde_text")]
+    pub parallel: Duration,
+}
+
+impl DurationPerKind {
+    /// The value for `kind`.
+    pub fn get(&self, kind: JobKind) -> Duration {
+        match kind {
+            JobKind::Sequential => self.sequential,
+            JobKind::Parallel => self.parallel,
+        }
+    }
+}
+
+/// An optional duration per job kind; a missing kind has no limit of its own.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptionalDurationPerKind {
+    /// For `sequential` jobs.
+    #[serde(with = "optional_text", skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<Duration>,
+    /// For `parallel` jobs.
+    #[serde(with = "optional_text", skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<Duration>,
+}
+
+impl OptionalDurationPerKind {
+    /// The value for `kind`.
+    pub fn get(&self, kind: JobKind) -> Option<Duration> {
+        match kind {
+            JobKind::Sequential => self.sequential,
+            JobKind::Parallel => self.parallel,
+        }
+    }
+}
+
+/// `Option<Duration>` as optional text.
+mod optional_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        duration: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => crate::duration::serde_text::serialize(duration, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        crate::duration::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// What a user may do.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,7 +121,7 @@ pub enum Role {
     /// Sees and cancels only their own jobs.
     #[default]
     User,
-    /// Also sees every op, pool holder and agent in the overview.
+    /// Also sees every job, op, pool holder and agent run.
     Admin,
 }
 
@@ -76,9 +148,9 @@ pub struct PlanConfig {
     /// Jobs of one user waiting to run at once; a submit beyond it is
     /// refused with `LimitExceeded`. Default 100.
     pub max_pending: u32,
-    /// Maximum run time per kind for this plan's users, in milliseconds.
-    /// `None` (the default) leaves only the kind's limit.
-    pub max_run_ms: PerKind<Option<u64>>,
+    /// Maximum run time per kind for this plan's users. Default: none of its
+    /// own (only the kind's limit applies).
+    pub max_run: OptionalDurationPerKind,
 }
 
 impl Default for PlanConfig {
@@ -86,7 +158,7 @@ impl Default for PlanConfig {
         PlanConfig {
             max_running: 2,
             max_pending: 100,
-            max_run_ms: PerKind::default(),
+            max_run: OptionalDurationPerKind::default(),
         }
     }
 }
@@ -106,9 +178,9 @@ pub struct SupervisorConfig {
     /// Slots per job kind across all agents: how many jobs of the kind run
     /// at once. Default 1 sequential, 4 parallel.
     pub pools: PerKind<u32>,
-    /// Maximum run time per kind, in milliseconds. A job's effective limit is
-    /// the smallest of this, its plan's and its own request. Default 24 h.
-    pub max_run_ms: PerKind<u64>,
+    /// Maximum run time per kind. A job's effective limit is the smallest of
+    /// this, its plan's and its own request. Default `1d` for both kinds.
+    pub max_run: DurationPerKind,
     /// Plans by name. Default: one plan named `default` with
     /// [`PlanConfig::default`] limits.
     pub plans: BTreeMap<String, PlanConfig>,
@@ -116,23 +188,31 @@ pub struct SupervisorConfig {
     pub users: BTreeMap<String, UserConfig>,
     /// Agents by id. Default: none (no agent can connect).
     pub agents: BTreeMap<String, AgentAuthConfig>,
-    /// How long an agent has to confirm a kill before the job is settled
-    /// anyway. Default 10 s.
-    pub agent_reply_timeout_ms: u64,
-    /// How long an agent has to report a dispatched run as started. Default
-    /// 30 s.
-    pub agent_start_timeout_ms: u64,
-    /// How long a new agent connection has to say hello. Default 10 s.
-    pub agent_hello_timeout_ms: u64,
-    /// How often agents heartbeat (sent to them in the welcome). Default 1 s.
-    pub heartbeat_interval_ms: u64,
+    /// How long an agent has to confirm a kill, or to report a run it did
+    /// not declare after a reconnect, before the supervisor settles the run
+    /// without it. Default `10s`.
+    #[serde(with = "serde_text")]
+    pub agent_reply_timeout: Duration,
+    /// How long an agent has to report a dispatched run as started; past
+    /// it the run is killed and the job fails. Default `30s`.
+    #[serde(with = "serde_text")]
+    pub agent_start_timeout: Duration,
+    /// How long a new agent connection (or a client connection over `Net`)
+    /// has to send its first frame. Default `10s`.
+    #[serde(with = "serde_text")]
+    pub agent_hello_timeout: Duration,
+    /// How often agents heartbeat (sent to them in the welcome). Default
+    /// `1s`.
+    #[serde(with = "serde_text")]
+    pub heartbeat_interval: Duration,
     /// An agent silent for this many heartbeat intervals is lost, with its
     /// jobs. Default 5.
     pub heartbeat_grace_intervals: u32,
     /// After a restart, how long running jobs wait for their agents to come
-    /// back before they are settled `Lost`. Default 30 s.
-    pub recovery_grace_ms: u64,
-    /// Dispatches per job: a run that provably never started on its agent is
+    /// back before they are settled `Lost`. Default `30s`.
+    #[serde(with = "serde_text")]
+    pub recovery_grace: Duration,
+    /// Runs per job: a run that provably never reached its agent is
     /// dispatched again, at most this many runs in all. Default 3.
     pub max_attempts: u32,
     /// Jobs waiting to run across all users; a submit beyond it is refused
@@ -147,24 +227,25 @@ pub struct SupervisorConfig {
 
 impl Default for SupervisorConfig {
     fn default() -> SupervisorConfig {
+        let day = Duration::from_secs(86_400);
         SupervisorConfig {
             pools: PerKind {
                 sequential: 1,
                 parallel: 4,
             },
-            max_run_ms: PerKind {
-                sequential: 24 * 3_600_000,
-                parallel: 24 * 3_600_000,
+            max_run: DurationPerKind {
+                sequential: day,
+                parallel: day,
             },
             plans: BTreeMap::from([(default_plan_name(), PlanConfig::default())]),
             users: BTreeMap::new(),
             agents: BTreeMap::new(),
-            agent_reply_timeout_ms: 10_000,
-            agent_start_timeout_ms: 30_000,
-            agent_hello_timeout_ms: 10_000,
-            heartbeat_interval_ms: 1_000,
+            agent_reply_timeout: Duration::from_secs(10),
+            agent_start_timeout: Duration::from_secs(30),
+            agent_hello_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(1),
             heartbeat_grace_intervals: 5,
-            recovery_grace_ms: 30_000,
+            recovery_grace: Duration::from_secs(30),
             max_attempts: 3,
             max_pending_total: 10_000,
             max_command_bytes: 64 * 1024,
@@ -202,29 +283,28 @@ impl SupervisorConfig {
             if self.pools.get(kind) == 0 {
                 return Err(invalid(format!("pools.{kind}"), "must be at least 1"));
             }
-            if self.max_run_ms.get(kind) == 0 {
-                return Err(invalid(format!("max_run_ms.{kind}"), "must be positive"));
+            if self.max_run.get(kind).is_zero() {
+                return Err(invalid(format!("max_run.{kind}"), "must be positive"));
             }
         }
-        let positive = [
-            ("agent_reply_timeout_ms", self.agent_reply_timeout_ms),
-            ("agent_start_timeout_ms", self.agent_start_timeout_ms),
-            ("agent_hello_timeout_ms", self.agent_hello_timeout_ms),
-            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
-            ("recovery_grace_ms", self.recovery_grace_ms),
-            (
-                "heartbeat_grace_intervals",
-                u64::from(self.heartbeat_grace_intervals),
-            ),
-            ("max_attempts", u64::from(self.max_attempts)),
-            ("max_pending_total", u64::from(self.max_pending_total)),
-            ("max_command_bytes", u64::from(self.max_command_bytes)),
-            (
-                "max_client_connections",
-                u64::from(self.max_client_connections),
-            ),
+        let durations = [
+            ("agent_reply_timeout", self.agent_reply_timeout),
+            ("agent_start_timeout", self.agent_start_timeout),
+            ("agent_hello_timeout", self.agent_hello_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("recovery_grace", self.recovery_grace),
         ];
-        if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
+        if let Some((field, _)) = durations.iter().find(|(_, value)| value.is_zero()) {
+            return Err(invalid(*field, "must be positive"));
+        }
+        let counts = [
+            ("heartbeat_grace_intervals", self.heartbeat_grace_intervals),
+            ("max_attempts", self.max_attempts),
+            ("max_pending_total", self.max_pending_total),
+            ("max_command_bytes", self.max_command_bytes),
+            ("max_client_connections", self.max_client_connections),
+        ];
+        if let Some((field, _)) = counts.iter().find(|(_, value)| *value == 0) {
             return Err(invalid(*field, "must be positive"));
         }
         self.validate_plans()?;
@@ -240,9 +320,9 @@ impl SupervisorConfig {
                 ));
             }
             for kind in JobKind::ALL {
-                if plan.max_run_ms.get(kind) == Some(0) {
+                if plan.max_run.get(kind).is_some_and(|limit| limit.is_zero()) {
                     return Err(invalid(
-                        format!("plans.{name}.max_run_ms.{kind}"),
+                        format!("plans.{name}.max_run.{kind}"),
                         "must be positive",
                     ));
                 }
@@ -293,12 +373,14 @@ impl SupervisorConfig {
             .expect("validate() checked that every user's plan exists")
     }
 
-    /// The effective max run time of a job of `kind` submitted by `user`
-    /// asking for `requested_ms`: the smallest of the three limits.
-    pub fn max_run_for(&self, user: &str, kind: JobKind, requested_ms: Option<u64>) -> u64 {
-        let mut limit = self.max_run_ms.get(kind);
-        if let Some(plan_ms) = self.plan_of(user).max_run_ms.get(kind) {
-            limit = limit.min(plan_ms);
+    /// The effective max run time, in milliseconds, of a job of `kind`
+    /// submitted by `user` asking for `requested_ms`: the smallest of the
+    /// kind's, the plan's and the request's limits.
+    pub fn max_run_ms_for(&self, user: &str, kind: JobKind, requested_ms: Option<u64>) -> u64 {
+        let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let mut limit = millis(self.max_run.get(kind)).max(1);
+        if let Some(plan) = self.plan_of(user).max_run.get(kind) {
+            limit = limit.min(millis(plan).max(1));
         }
         if let Some(requested_ms) = requested_ms {
             limit = limit.min(requested_ms.max(1));
@@ -306,34 +388,9 @@ impl SupervisorConfig {
         limit
     }
 
-    /// [`SupervisorConfig::heartbeat_interval_ms`] as a duration.
-    pub fn heartbeat_interval(&self) -> Duration {
-        Duration::from_millis(self.heartbeat_interval_ms)
-    }
-
     /// How long an agent may stay silent before it is lost.
     pub fn heartbeat_grace(&self) -> Duration {
-        self.heartbeat_interval() * self.heartbeat_grace_intervals
-    }
-
-    /// [`SupervisorConfig::agent_reply_timeout_ms`] as a duration.
-    pub fn agent_reply_timeout(&self) -> Duration {
-        Duration::from_millis(self.agent_reply_timeout_ms)
-    }
-
-    /// [`SupervisorConfig::agent_start_timeout_ms`] as a duration.
-    pub fn agent_start_timeout(&self) -> Duration {
-        Duration::from_millis(self.agent_start_timeout_ms)
-    }
-
-    /// [`SupervisorConfig::agent_hello_timeout_ms`] as a duration.
-    pub fn agent_hello_timeout(&self) -> Duration {
-        Duration::from_millis(self.agent_hello_timeout_ms)
-    }
-
-    /// [`SupervisorConfig::recovery_grace_ms`] as a duration.
-    pub fn recovery_grace(&self) -> Duration {
-        Duration::from_millis(self.recovery_grace_ms)
+        self.heartbeat_interval * self.heartbeat_grace_intervals
     }
 }
 
@@ -377,10 +434,10 @@ mod tests {
             "pools.parallel"
         );
         let mut config = with_users();
-        config.heartbeat_interval_ms = 0;
+        config.heartbeat_interval = Duration::ZERO;
         assert_eq!(
             config.validate().expect_err("zero interval").field,
-            "heartbeat_interval_ms"
+            "heartbeat_interval"
         );
     }
 
@@ -400,35 +457,47 @@ mod tests {
     #[test]
     fn max_run_is_the_smallest_limit() {
         let mut config = with_users();
-        config.max_run_ms.parallel = 10_000;
-        assert_eq!(config.max_run_for("alice", JobKind::Parallel, None), 10_000);
-        assert_eq!(
-            config.max_run_for("alice", JobKind::Parallel, Some(4_000)),
-            4_000
-        );
-        config
-            .plans
-            .get_mut("default")
-            .expect("plan")
-            .max_run_ms
-            .parallel = Some(2_000);
-        assert_eq!(
-            config.max_run_for("alice", JobKind::Parallel, Some(4_000)),
-            2_000
-        );
+        config.max_run.parallel = Duration::from_secs(10);
+        let limit = |config: &SupervisorConfig, requested| {
+            config.max_run_ms_for("alice", JobKind::Parallel, requested)
+        };
+        assert_eq!(limit(&config, None), 10_000);
+        assert_eq!(limit(&config, Some(4_000)), 4_000);
+        let plan = config.plans.get_mut("default").expect("plan");
+        plan.max_run.parallel = Some(Duration::from_secs(2));
+        assert_eq!(limit(&config, Some(4_000)), 2_000);
     }
 
     #[test]
-    fn deserializes_partial_toml_like_json_and_rejects_unknown_fields() {
-        let config: SupervisorConfig = serde_json::from_str(
-            r#"{"pools":{"sequential":2,"parallel":8},"users":{"bob":{"token":"x"}}}"#,
-        )
-        .expect("partial config");
+    fn deserializes_partial_config_with_text_durations_and_rejects_unknown_fields() {
+        let text = r#"{
+            "pools": {"sequential": 2, "parallel": 8},
+            "heartbeat_interval": "250ms",
+            "plans": {"free": {"max_running": 1, "max_run": {"parallel": "5m"}}},
+            "users": {"bob": {"token": "x", "plan": "free"}}
+        }"#;
+        let config: SupervisorConfig = serde_json::from_str(text).expect("partial config");
         assert_eq!(config.pools.parallel, 8);
-        assert_eq!(config.users["bob"].plan, "default");
-        assert_eq!(config.heartbeat_interval_ms, 1_000);
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(250));
+        assert_eq!(config.recovery_grace, Duration::from_secs(30));
+        assert_eq!(
+            config.plans["free"].max_run.parallel,
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(config.plans["free"].max_run.sequential, None);
+        config.validate().expect("valid");
         let error = serde_json::from_str::<SupervisorConfig>(r#"{"no_such_field":1}"#)
             .expect_err("unknown field");
         assert!(error.to_string().contains("no_such_field"));
+        let error = serde_json::from_str::<SupervisorConfig>(r#"{"heartbeat_interval":"5"}"#)
+            .expect_err("a duration needs a unit");
+        assert!(error.to_string().contains("unit"));
+    }
+
+    #[test]
+    fn the_default_round_trips_through_serde() {
+        let text = serde_json::to_string(&SupervisorConfig::default()).expect("serializes");
+        let back: SupervisorConfig = serde_json::from_str(&text).expect("deserializes");
+        assert_eq!(back, SupervisorConfig::default());
     }
 }

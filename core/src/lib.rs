@@ -5,6 +5,7 @@
 //! * [`runtime`]: the `Runtime`, `Net` and `Launcher` traits and their contracts;
 //! * [`protocol`] and [`codec`]: the versioned wire messages and their one codec;
 //! * [`config`]: the supervisor's configuration (pools, plans, users, agents, timeouts);
+//! * [`duration`]: the one human-readable duration format (`90s`, `5m`, `2h`);
 //! * [`job`], [`slots`], [`ops`], [`agents`]: the supervisor's pure state
 //!   machines (job status, slot pools with RAII permits, op lifecycle with
 //!   situations, agent sessions);

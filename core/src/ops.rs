@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! Created ─► WaitingForSlots ─► WaitingForAgent ─► Dispatching ─► AwaitingStart ─► Running
-//!                                      ▲                │               │            │
+//!    └───────────────────────────────►▲                │               │            │
 //!                                      └────────────────┘               ▼            ▼
 //! Recovering ─► Running | AwaitingStart | Unaccounted               Killing ◄─── Unaccounted
 //! any live phase ─► Destroyed (final)
@@ -104,7 +104,7 @@ pub fn is_legal_op_transition(from: OpPhase, to: OpPhase) -> bool {
         (Destroyed, _) => false,
         (_, Destroyed) => true,
         (from, to) if from == to => true,
-        (Created, WaitingForSlots) => true,
+        (Created, WaitingForSlots | WaitingForAgent) => true,
         (WaitingForSlots, WaitingForAgent) => true,
         (WaitingForAgent, Dispatching) => true,
         (Dispatching, AwaitingStart | WaitingForAgent) => true,

@@ -16,10 +16,12 @@
 //! same trait elsewhere.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::job::JobRecord;
-use crate::runtime::BoxFuture;
+use crate::runtime::{BoxFuture, Runtime};
 
 /// Why the store could not do what was asked.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
@@ -61,6 +63,24 @@ pub enum Durability {
 struct Records {
     durable: BTreeMap<u64, JobRecord>,
     buffered: BTreeMap<u64, JobRecord>,
+    /// Records of commits still in flight, by commit number.
+    committing: BTreeMap<u64, BTreeMap<u64, JobRecord>>,
+    next_commit: u64,
+}
+
+/// How long a commit takes, on a runtime's clock.
+#[derive(Clone)]
+struct CommitLatency {
+    runtime: Arc<dyn Runtime>,
+    latency: Duration,
+}
+
+impl fmt::Debug for CommitLatency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitLatency")
+            .field("latency", &self.latency)
+            .finish()
+    }
 }
 
 /// An in-memory [`Store`]. Cloning shares the records, so a test can stop a
@@ -69,6 +89,7 @@ struct Records {
 pub struct MemoryStore {
     records: Arc<Mutex<Records>>,
     durability: Durability,
+    commit_latency: Option<CommitLatency>,
 }
 
 impl MemoryStore {
@@ -82,12 +103,27 @@ impl MemoryStore {
         MemoryStore {
             records: Arc::default(),
             durability,
+            commit_latency: None,
         }
     }
 
-    /// Lose every record that was put but not committed, as a crash would.
+    /// An empty store whose commits take `latency` on `runtime`'s clock (a
+    /// disk's fsync), so a caller can be dropped while it awaits one.
+    /// Records are durable only once their commit completes.
+    pub fn with_commit_latency(runtime: Arc<dyn Runtime>, latency: Duration) -> MemoryStore {
+        MemoryStore {
+            records: Arc::default(),
+            durability: Durability::OnCommit,
+            commit_latency: Some(CommitLatency { runtime, latency }),
+        }
+    }
+
+    /// Lose every record that was put but not committed (or whose commit
+    /// has not completed), as a crash would.
     pub fn crash(&self) {
-        self.lock().buffered.clear();
+        let mut records = self.lock();
+        records.buffered.clear();
+        records.committing.clear();
     }
 
     /// The durable records, in id order (for tests and oracles).
@@ -118,8 +154,30 @@ impl Store for MemoryStore {
     fn commit(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         let mut records = self.lock();
         let buffered = std::mem::take(&mut records.buffered);
-        records.durable.extend(buffered);
-        Box::pin(std::future::ready(Ok(())))
+        let Some(latency) = &self.commit_latency else {
+            records.durable.extend(buffered);
+            return Box::pin(std::future::ready(Ok(())));
+        };
+        let commit = records.next_commit;
+        records.next_commit += 1;
+        records.committing.insert(commit, buffered);
+        let sleep = latency.runtime.sleep(latency.latency);
+        let store = self.clone();
+        Box::pin(async move {
+            sleep.await;
+            let mut records = store.lock();
+            // Commits complete in order: this one covers every earlier one.
+            let done: Vec<u64> = records
+                .committing
+                .range(..=commit)
+                .map(|(n, _)| *n)
+                .collect();
+            for n in done {
+                let batch = records.committing.remove(&n).expect("listed");
+                records.durable.extend(batch);
+            }
+            Ok(())
+        })
     }
 
     fn load(&self) -> BoxFuture<'static, Result<Vec<JobRecord>, StoreError>> {

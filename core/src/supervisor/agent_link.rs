@@ -95,7 +95,7 @@ impl Supervisor {
     }
 
     async fn receive_hello(&self, receiver: &mut FrameReceiver) -> Result<Hello, String> {
-        let timeout = self.inner.config.agent_hello_timeout();
+        let timeout = self.inner.config.agent_hello_timeout;
         let sleep = self.runtime().sleep(timeout).fuse();
         let frame = receiver.recv().fuse();
         futures::pin_mut!(sleep, frame);
@@ -186,7 +186,7 @@ impl Supervisor {
         );
         let welcome = SupervisorMessage::Welcome {
             session: accepted.session,
-            heartbeat_ms: config.heartbeat_interval_ms,
+            heartbeat_ms: u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
             kill,
         };
         if let Err(error) = sender.send(codec::encode(&welcome)) {

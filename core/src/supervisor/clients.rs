@@ -206,7 +206,7 @@ impl Supervisor {
         }
         let seq = state.next_seq;
         state.next_seq += 1;
-        let max_run_ms = config.max_run_for(user, request.kind, request.max_run_ms);
+        let max_run_ms = config.max_run_ms_for(user, request.kind, request.max_run_ms);
         let job = NewJob {
             seq,
             owner: user.to_owned(),

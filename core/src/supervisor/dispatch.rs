@@ -134,15 +134,15 @@ impl Supervisor {
             OpPhase::WaitingForAgent | OpPhase::Running => OpStep::Wait(None),
             OpPhase::Dispatching => OpStep::Commit(state.resources[&op].dispatch_generation),
             OpPhase::AwaitingStart => {
-                let deadline = since + config.agent_start_timeout();
+                let deadline = since + config.agent_start_timeout;
                 if now < deadline {
                     return OpStep::Wait(Some(deadline - now));
                 }
                 self.begin_kill(&mut state, op, KillReason::StartTimeout, now);
-                OpStep::Wait(Some(config.agent_reply_timeout()))
+                OpStep::Wait(Some(config.agent_reply_timeout))
             }
             OpPhase::Killing | OpPhase::Unaccounted => {
-                let deadline = since + config.agent_reply_timeout();
+                let deadline = since + config.agent_reply_timeout;
                 if now < deadline {
                     return OpStep::Wait(Some(deadline - now));
                 }

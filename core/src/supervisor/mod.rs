@@ -28,6 +28,10 @@ mod net;
 mod settle;
 mod snapshot;
 mod state;
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -30,7 +30,7 @@ impl Supervisor {
         let task = self.spawn(
             "agent-monitor",
             Box::pin(async move {
-                let interval = supervisor.inner.config.heartbeat_interval();
+                let interval = supervisor.inner.config.heartbeat_interval;
                 // Ends when the supervisor shuts down (the task is also aborted).
                 loop {
                     supervisor.runtime().sleep(interval).await;
@@ -53,7 +53,7 @@ impl Supervisor {
         }
         let config = &self.inner.config;
         let grace = if self.flaws().is_on(Flaw::NoHeartbeatGrace) {
-            config.heartbeat_interval()
+            config.heartbeat_interval
         } else {
             config.heartbeat_grace()
         };
@@ -164,7 +164,7 @@ impl Supervisor {
             }
         }
         if waiting_for_agents {
-            let until = now + self.inner.config.recovery_grace();
+            let until = now + self.inner.config.recovery_grace;
             state.recovering_until = Some(until);
             drop(state);
             self.start_recovery_grace();
@@ -225,7 +225,7 @@ impl Supervisor {
 
     fn start_recovery_grace(&self) {
         let supervisor = self.clone();
-        let grace = self.inner.config.recovery_grace();
+        let grace = self.inner.config.recovery_grace;
         let task = self.spawn(
             "recovery-grace",
             Box::pin(async move {

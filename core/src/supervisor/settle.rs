@@ -23,6 +23,7 @@ use super::state::{Job, MaxRunTimer, State};
 use super::Supervisor;
 use crate::agents::{AgentRunPhase, Link};
 use crate::codec;
+use crate::duration::format_duration;
 use crate::flaws::Flaw;
 use crate::ops::{KillReason, OpId, OpPhase};
 use crate::protocol::{ExitInfo, JobId, JobStatus, RunId, SupervisorMessage};
@@ -109,9 +110,9 @@ impl Supervisor {
             }
             RunEnd::KillUnconfirmed => {
                 let kill = current.kill.expect("a killing op names its kill");
-                let timeout_ms = self.inner.config.agent_reply_timeout_ms;
+                let timeout = format_duration(self.inner.config.agent_reply_timeout);
                 let reason = format!(
-                    "{}: kill not confirmed by agent {agent} within {timeout_ms}ms",
+                    "{}: kill not confirmed by agent {agent} within {timeout}",
                     kill.as_str()
                 );
                 (kill.status(), reason, "kill unconfirmed".to_owned())
@@ -138,10 +139,9 @@ impl Supervisor {
             }
             RunEnd::Gone => return self.end_undelivered(state, op, now),
             RunEnd::RecoveryExpired => {
-                let grace_ms = self.inner.config.recovery_grace_ms;
-                let reason = format!(
-                    "agent {agent} did not return within the recovery grace of {grace_ms}ms"
-                );
+                let grace = format_duration(self.inner.config.recovery_grace);
+                let reason =
+                    format!("agent {agent} did not return within the recovery grace of {grace}");
                 (JobStatus::Lost, reason, "recovery expired".to_owned())
             }
             RunEnd::Abandoned => (
