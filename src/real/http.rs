@@ -539,7 +539,6 @@ mod tests {
         tokio::spawn(serve(listener, app, std::future::pending()));
         let url = format!("http://{addr}");
         let client = super::super::client::Client::new(&url, Some("secret".into())).expect("url");
-        client.health().await.expect("healthy");
         let response = client
             .call(&ClientRequest::Status {
                 job: JobId("j-1".into()),
