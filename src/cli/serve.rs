@@ -80,6 +80,9 @@ fn prepare(args: &ServeArgs) -> anyhow::Result<Plan> {
     let mut supervisor = file.supervisor;
     if supervisor.users.is_empty() {
         let token = data.user_token()?;
+        if !token.created {
+            tracing::info!(file = %data.path().join("token").display(), "user `local` uses the token in its data directory");
+        }
         if token.created {
             println!(
                 "created a token for user `{LOCAL_USER}` in {}:\n  {}\n\
