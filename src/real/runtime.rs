@@ -235,3 +235,121 @@ mod tests {
         assert!(!runtime.buggify("any site"));
     }
 }
+
+/// The core agent on the real runtime and launcher, against a supervisor
+/// played by the test over the in-memory network of the testkit.
+#[cfg(test)]
+mod agent_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use faultline_core::agent::{run_agent, AgentConfig, AgentDeps, AgentError};
+    use faultline_core::protocol::{
+        AgentId, AgentMessage, JobId, JobKind, RunningJob, SupervisorMessage,
+    };
+    use faultline_core::testkit::{FakeNet, FakePeer};
+
+    use super::TokioRuntime;
+    use crate::real::launcher::ProcessLauncher;
+
+    /// Poll every 10 ms, for at most 30 s, until `peer` has sent a message
+    /// matching `wanted`; return every message received meanwhile.
+    async fn receive_until(
+        peer: &FakePeer,
+        wanted: impl Fn(&AgentMessage) -> bool,
+    ) -> Vec<AgentMessage> {
+        let mut received = Vec::new();
+        for _ in 0..3_000 {
+            received.extend(peer.received::<AgentMessage>());
+            if received.iter().any(&wanted) {
+                return received;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no matching message within 30 s; received {received:?}");
+    }
+
+    async fn accept(net: &FakeNet) -> FakePeer {
+        for _ in 0..3_000 {
+            if let Some(peer) = net.take_peer() {
+                return peer;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the agent did not connect within 30 s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_agent_runs_real_processes_kills_them_and_reports() {
+        let net = FakeNet::new();
+        let mut config =
+            AgentConfig::new(AgentId("a-1".into()), "secret".into(), "sup:7070".into());
+        config.slots = 2;
+        let deps = AgentDeps {
+            runtime: Arc::new(TokioRuntime::new()),
+            net: Arc::new(net.clone()),
+            launcher: Arc::new(ProcessLauncher::with_kill_grace(Duration::from_secs(5))),
+        };
+        let agent = tokio::spawn(run_agent(config, deps));
+        let peer = accept(&net).await;
+        let hello = receive_until(&peer, |message| {
+            matches!(message, AgentMessage::Hello { .. })
+        })
+        .await;
+        assert!(matches!(&hello[0], AgentMessage::Hello { running, .. } if running.is_empty()));
+        let welcome = SupervisorMessage::Welcome {
+            session: 1,
+            heartbeat_ms: 100,
+            kill: Vec::<RunningJob>::new(),
+        };
+        peer.send(&welcome).expect("send");
+        let run = |job: &str, script: &str| SupervisorMessage::Run {
+            job: JobId(job.into()),
+            run: 1,
+            kind: JobKind::Parallel,
+            command: vec!["sh".into(), "-c".into(), script.into()],
+        };
+        peer.send(&run("j-1", "echo hello; exit 2")).expect("send");
+        peer.send(&run("j-2", "sleep 100")).expect("send");
+
+        let finished_j1 = |message: &AgentMessage| matches!(message, AgentMessage::Finished { job, .. } if job.0 == "j-1");
+        let received = receive_until(&peer, finished_j1).await;
+        let report = received
+            .iter()
+            .find(|message| finished_j1(message))
+            .expect("found");
+        let AgentMessage::Finished { exit, killed, .. } = report else {
+            unreachable!("matched as finished");
+        };
+        assert_eq!(
+            (exit.code, exit.output_tail.as_str(), *killed),
+            (Some(2), "hello\n", false)
+        );
+
+        peer.send(&SupervisorMessage::Kill {
+            job: JobId("j-2".into()),
+            run: 1,
+        })
+        .expect("send");
+        let finished_j2 = |message: &AgentMessage| matches!(message, AgentMessage::Finished { job, .. } if job.0 == "j-2");
+        let received = receive_until(&peer, finished_j2).await;
+        let report = received
+            .iter()
+            .find(|message| finished_j2(message))
+            .expect("found");
+        assert!(
+            matches!(report, AgentMessage::Finished { killed: true, exit, .. } if exit.signal == Some(libc::SIGTERM)),
+            "{report:?}"
+        );
+
+        peer.send(&SupervisorMessage::Rejected {
+            reason: "bye".into(),
+        })
+        .expect("send");
+        let ended = tokio::time::timeout(Duration::from_secs(30), agent)
+            .await
+            .expect("run_agent ends within 30 s")
+            .expect("run_agent does not panic");
+        assert!(matches!(ended, Err(AgentError::Rejected { reason, .. }) if reason == "bye"));
+    }
+}
