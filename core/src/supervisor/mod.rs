@@ -23,6 +23,8 @@
 mod agent_link;
 mod clients;
 mod dispatch;
+#[cfg(all(test, feature = "flaws"))]
+mod flaw_tests;
 mod monitor;
 mod net;
 mod settle;
