@@ -278,6 +278,7 @@ pub enum ErrorCode {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // one response per request: size does not matter
 pub enum ClientResponse {
     /// A job (answer to submit, status and cancel).
     Job {
@@ -388,6 +389,9 @@ pub enum SupervisorMessage {
         job: JobId,
         /// The run.
         run: RunId,
+        /// The job's kind: an agent refuses (with a failed `Finished`) a kind
+        /// it did not declare in its hello.
+        kind: JobKind,
         /// Program and arguments.
         command: Vec<String>,
     },
