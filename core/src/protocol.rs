@@ -278,7 +278,6 @@ pub enum ErrorCode {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
-#[allow(clippy::large_enum_variant)] // one response per request: size does not matter
 pub enum ClientResponse {
     /// A job (answer to submit, status and cancel).
     Job {

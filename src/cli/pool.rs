@@ -92,7 +92,8 @@ pub fn run_units<R: Send>(
             }
         }
     };
-    let (sender, receiver) = mpsc::channel::<(u64, R)>();
+    // Bounded: workers wait for the caller, so `stop` takes effect promptly.
+    let (sender, receiver) = mpsc::sync_channel::<(u64, R)>(jobs.max(1) * 2);
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             let sender = sender.clone();
