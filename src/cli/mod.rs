@@ -7,6 +7,7 @@ pub mod env;
 pub mod exit;
 pub mod job;
 pub mod overview;
+pub mod pool;
 pub mod serve;
 pub mod sim;
 pub mod sim_bench;
