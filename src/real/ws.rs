@@ -237,6 +237,11 @@ where
                         self.ended = Some(NetError::Reset);
                         return Err(NetError::Reset);
                     }
+                    if detail.contains("Message too long")
+                        || detail.contains("Space limit exceeded")
+                    {
+                        return Err(self.refuse(CLOSE_TOO_BIG, "frame too large", &detail));
+                    }
                     return Err(self.refuse(CLOSE_PROTOCOL_ERROR, "transport error", &detail));
                 }
                 None => {
