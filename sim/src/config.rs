@@ -34,7 +34,7 @@ pub struct SimConfig {
     pub buggify: BuggifyConfig,
     /// The network link between any two nodes unless set otherwise with
     /// [`Sim::set_link`](crate::Sim::set_link). Default: 1–5 ms latency, no
-    /// loss, no duplication, order kept per connection.
+    /// loss, no duplication, no reordering.
     pub link_default: LinkConfig,
 }
 

@@ -7,7 +7,7 @@ use faultline_core::runtime::Instant;
 use rand::Rng;
 use tracing::Level;
 
-use super::{Delivery, DeliveryOrder, Latency, LinkConfig};
+use super::{Delivery, Latency, LinkConfig};
 use crate::choices::chance;
 use crate::clock::Event;
 use crate::ids::NodeId;
@@ -140,6 +140,7 @@ impl World {
     ) {
         let latency = sample_latency(config.latency, &mut self.net.rng);
         let mut arrival = self.now + latency;
+        let in_order = traffic != Traffic::Data || !chance(&mut self.net.rng, config.reorder);
         if let Some((conn, side)) = delivery.end() {
             if let Some(end) = self
                 .net
@@ -147,7 +148,7 @@ impl World {
                 .get_mut(&conn)
                 .map(|conn| &mut conn.ends[side])
             {
-                if config.order == DeliveryOrder::Fifo {
+                if in_order {
                     arrival = arrival.max(end.arrival_last);
                 }
                 end.arrival_last = end.arrival_last.max(arrival);

@@ -10,9 +10,9 @@
 //! # Semantics (each has a test in `sim/tests/network.rs`)
 //!
 //! * A frame crosses the link `sender → receiver` with a latency drawn from
-//!   the link's distribution. With [`DeliveryOrder::Fifo`] (the default) a
-//!   frame never overtakes an earlier frame of the same connection; with
-//!   [`DeliveryOrder::Reorder`] each frame arrives after its own latency.
+//!   the link's distribution. A frame never overtakes an earlier frame of
+//!   the same connection, unless the link's `reorder` chance picks it: then
+//!   it arrives after its own latency and may overtake frames sent before.
 //! * **Loss**: a lost frame is never delivered. **Duplication**: a
 //!   duplicated frame is delivered twice. Both are decided at send time.
 //! * **Partition** of `a → b`: frames (and close or reset notices) from `a`
@@ -70,15 +70,6 @@ pub enum Latency {
     },
 }
 
-/// Whether frames of one connection keep their order.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum DeliveryOrder {
-    /// A frame never overtakes an earlier one of the same connection.
-    Fifo,
-    /// Each frame arrives after its own latency: later frames may overtake.
-    Reorder,
-}
-
 /// The behaviour of one directed link.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub struct LinkConfig {
@@ -88,8 +79,9 @@ pub struct LinkConfig {
     pub loss: f64,
     /// Chance that a frame is delivered twice.
     pub duplicate: f64,
-    /// Whether frames keep their order.
-    pub order: DeliveryOrder,
+    /// Chance that a frame ignores the order of its connection: it arrives
+    /// after its own latency, possibly before frames sent earlier.
+    pub reorder: f64,
 }
 
 impl Default for LinkConfig {
@@ -101,7 +93,7 @@ impl Default for LinkConfig {
             },
             loss: 0.0,
             duplicate: 0.0,
-            order: DeliveryOrder::Fifo,
+            reorder: 0.0,
         }
     }
 }

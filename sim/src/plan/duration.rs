@@ -1,11 +1,12 @@
 //! Durations and clock offsets as written in fault plans: a decimal number
-//! and a unit, `250ms`, `1.5s`, `2m`, `1h`, `10us`, `3ns`; offsets take a
-//! sign, `-2s`, `+500ms`. Parsing is exact (no floating point) and printing
-//! round-trips.
+//! and a unit, `250ms`, `1.5s`, `2m`, `1h`, `1d`, `10us`, `3ns`; offsets
+//! take a sign, `-2s`, `+500ms`. Parsing is exact to the nanosecond (no
+//! floating point, unlike `faultline_core::duration`, which rounds to the
+//! millisecond): a shrunk plan must replay exactly. Printing round-trips.
 
 use std::time::Duration;
 
-const UNITS: [(&str, u128); 7] = [
+const UNITS: [(&str, u128); 8] = [
     ("ns", 1),
     ("us", 1_000),
     ("µs", 1_000),
@@ -13,6 +14,7 @@ const UNITS: [(&str, u128); 7] = [
     ("s", 1_000_000_000),
     ("m", 60_000_000_000),
     ("h", 3_600_000_000_000),
+    ("d", 86_400_000_000_000),
 ];
 
 /// Parse a non-negative duration.
@@ -40,7 +42,7 @@ pub fn parse_offset(text: &str) -> Result<i64, String> {
 
 fn parse_magnitude(text: &str) -> Result<u128, String> {
     let expected = || {
-        format!("{text:?} is not a duration: expected a number and a unit (ns, us, ms, s, m, h), like \"1.5s\"")
+        format!("{text:?} is not a duration: expected a number and a unit (ns, us, ms, s, m, h, d), like \"1.5s\"")
     };
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

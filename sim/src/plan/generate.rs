@@ -19,28 +19,34 @@ use crate::net::Direction;
 
 /// How often each kind of fault happens, per simulated minute, and how long
 /// episodes last.
-#[derive(Clone, Copy, PartialEq, Debug)]
+#[derive(Clone, PartialEq, Debug)]
 pub struct FaultProfile {
     /// Partition episodes per minute.
     pub partitions_per_minute: f64,
+    /// Share of partitions that cut one way only.
+    pub one_way_share: f64,
+    /// Clog episodes per minute.
+    pub clogs_per_minute: f64,
+    /// Connection resets per minute.
+    pub resets_per_minute: f64,
     /// Kill-and-restart episodes per minute.
     pub kills_per_minute: f64,
     /// Stalls per minute.
     pub stalls_per_minute: f64,
     /// Clock skew episodes per minute.
     pub skews_per_minute: f64,
-    /// Connection resets per minute.
-    pub resets_per_minute: f64,
-    /// Clog episodes per minute.
-    pub clogs_per_minute: f64,
-    /// Shortest partition, kill, clog or skew episode.
+    /// Shortest partition, clog, downtime or skew episode.
     pub episode_min: Duration,
-    /// Longest partition, kill, clog or skew episode.
-    pub episode_max: Duration,
+    /// Longest partition or clog.
+    pub partition_duration_max: Duration,
+    /// Longest time a killed node stays down.
+    pub downtime_max: Duration,
     /// Longest stall.
-    pub stall_max: Duration,
+    pub stall_duration_max: Duration,
     /// Largest clock offset, either way.
-    pub skew_max: Duration,
+    pub clock_skew_max: Duration,
+    /// The nodes that may be killed or stalled (`None`: any node).
+    pub crash_targets: Option<Vec<String>>,
 }
 
 impl FaultProfile {
@@ -51,15 +57,18 @@ impl FaultProfile {
     pub fn none() -> FaultProfile {
         FaultProfile {
             partitions_per_minute: 0.0,
+            one_way_share: 0.25,
+            clogs_per_minute: 0.0,
+            resets_per_minute: 0.0,
             kills_per_minute: 0.0,
             stalls_per_minute: 0.0,
             skews_per_minute: 0.0,
-            resets_per_minute: 0.0,
-            clogs_per_minute: 0.0,
-            episode_min: Duration::from_millis(500),
-            episode_max: Duration::from_secs(5),
-            stall_max: Duration::from_secs(2),
-            skew_max: Duration::from_secs(5),
+            episode_min: Duration::from_millis(200),
+            partition_duration_max: Duration::from_secs(5),
+            downtime_max: Duration::from_secs(5),
+            stall_duration_max: Duration::from_secs(2),
+            clock_skew_max: Duration::from_secs(5),
+            crash_targets: None,
         }
     }
 
@@ -72,17 +81,17 @@ impl FaultProfile {
             "none" => base,
             "calm" => FaultProfile {
                 partitions_per_minute: 1.0,
+                clogs_per_minute: 0.5,
+                resets_per_minute: 1.0,
                 kills_per_minute: 0.5,
                 stalls_per_minute: 1.0,
                 skews_per_minute: 0.5,
-                resets_per_minute: 1.0,
-                clogs_per_minute: 0.5,
                 ..base
             },
             "network" => FaultProfile {
                 partitions_per_minute: 4.0,
-                resets_per_minute: 4.0,
                 clogs_per_minute: 3.0,
+                resets_per_minute: 4.0,
                 ..base
             },
             "crashes" => FaultProfile {
@@ -92,11 +101,11 @@ impl FaultProfile {
             },
             "chaos" => FaultProfile {
                 partitions_per_minute: 4.0,
+                clogs_per_minute: 3.0,
+                resets_per_minute: 4.0,
                 kills_per_minute: 3.0,
                 stalls_per_minute: 4.0,
                 skews_per_minute: 2.0,
-                resets_per_minute: 4.0,
-                clogs_per_minute: 3.0,
                 ..base
             },
             _ => return None,
@@ -171,7 +180,7 @@ impl FaultPlan {
 impl Generator<'_> {
     fn draw_all(&mut self) {
         let minutes = self.horizon.as_secs_f64() / 60.0;
-        let profile = *self.profile;
+        let profile = self.profile.clone();
         for _ in 0..self.count(profile.partitions_per_minute * minutes) {
             self.partition();
         }
@@ -240,8 +249,10 @@ impl Generator<'_> {
         if self.nodes.len() < 2 {
             return;
         }
-        let Some((start, end)) = self.episode(self.profile.episode_min, self.profile.episode_max)
-        else {
+        let Some((start, end)) = self.episode(
+            self.profile.episode_min,
+            self.profile.partition_duration_max,
+        ) else {
             return;
         };
         if self
@@ -257,7 +268,7 @@ impl Generator<'_> {
         let split = self.rng.gen_range(1..shuffled.len());
         let b = shuffled.split_off(split);
         let a = shuffled;
-        let direction = if self.rng.gen_bool(0.25) {
+        let direction = if chance(&mut self.rng, self.profile.one_way_share) {
             Direction::OneWay
         } else {
             Direction::Both
@@ -282,12 +293,27 @@ impl Generator<'_> {
             .any(|(taken, s, e)| *taken == node && overlaps(start, end, *s, *e))
     }
 
+    /// A node that may crash, or `None` if the profile allows none.
+    fn crash_target(&mut self) -> Option<usize> {
+        match &self.profile.crash_targets {
+            None => Some(self.node()),
+            Some(targets) => {
+                let allowed: Vec<usize> = (0..self.nodes.len())
+                    .filter(|index| targets.contains(&self.nodes[*index]))
+                    .collect();
+                allowed.choose(&mut self.rng).copied()
+            }
+        }
+    }
+
     fn kill(&mut self) {
-        let Some((start, end)) = self.episode(self.profile.episode_min, self.profile.episode_max)
+        let Some((start, end)) = self.episode(self.profile.episode_min, self.profile.downtime_max)
         else {
             return;
         };
-        let node = self.node();
+        let Some(node) = self.crash_target() else {
+            return;
+        };
         if !self.node_is_free(node, start, end) {
             return;
         }
@@ -307,11 +333,14 @@ impl Generator<'_> {
     }
 
     fn stall(&mut self) {
-        let Some((start, end)) = self.episode(Duration::from_millis(1), self.profile.stall_max)
+        let Some((start, end)) =
+            self.episode(Duration::from_millis(1), self.profile.stall_duration_max)
         else {
             return;
         };
-        let node = self.node();
+        let Some(node) = self.crash_target() else {
+            return;
+        };
         if !self.node_is_free(node, start, end) {
             return;
         }
@@ -326,8 +355,10 @@ impl Generator<'_> {
     }
 
     fn skew(&mut self) {
-        let Some((start, end)) = self.episode(self.profile.episode_min, self.profile.episode_max)
-        else {
+        let Some((start, end)) = self.episode(
+            self.profile.episode_min,
+            self.profile.partition_duration_max,
+        ) else {
             return;
         };
         let node = self.node();
@@ -340,7 +371,7 @@ impl Generator<'_> {
             return;
         }
         let magnitude = self
-            .millis(Duration::from_millis(1), self.profile.skew_max)
+            .millis(Duration::from_millis(1), self.profile.clock_skew_max)
             .as_nanos() as i64;
         let offset_nanos = if self.rng.gen_bool(0.5) {
             magnitude
@@ -392,8 +423,10 @@ impl Generator<'_> {
         if self.nodes.len() < 2 {
             return;
         }
-        let Some((start, end)) = self.episode(self.profile.episode_min, self.profile.episode_max)
-        else {
+        let Some((start, end)) = self.episode(
+            self.profile.episode_min,
+            self.profile.partition_duration_max,
+        ) else {
             return;
         };
         let from = self.node();
@@ -461,6 +494,22 @@ mod tests {
                     assert!(event.at + duration < horizon);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn crashes_only_hit_the_allowed_targets() {
+        let profile = FaultProfile {
+            crash_targets: Some(vec!["a-1".to_owned()]),
+            ..FaultProfile::named("crashes").expect("a preset")
+        };
+        for seed in 0..20 {
+            let plan = FaultPlan::generate(seed, &profile, &nodes(), Duration::from_secs(60));
+            assert!(!plan.is_empty());
+            assert!(plan
+                .events
+                .iter()
+                .all(|event| event.fault.nodes() == ["a-1"]));
         }
     }
 
