@@ -172,7 +172,7 @@ impl World {
     fn note(&self, from: NodeId, to: NodeId, what: &str, delivery: &Delivery) {
         self.trace.record_simulator(
             self.now,
-            None,
+            Some(from),
             Level::DEBUG,
             format_args!(
                 "{} {} → {}: {what}",
