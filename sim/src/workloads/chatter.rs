@@ -50,7 +50,12 @@ pub fn config(seed: u64, scheduler: SchedulerKind, capture: TraceCapture) -> Sim
 
 /// The fault plan of the program.
 pub fn plan() -> FaultPlan {
-    let group = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+    let group = |names: &[&str]| {
+        names
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect::<Vec<_>>()
+    };
     let at = |millis, fault| FaultEvent {
         at: Duration::from_millis(millis),
         fault,
@@ -64,7 +69,12 @@ pub fn plan() -> FaultPlan {
                 direction: Direction::Both,
             },
         ),
-        at(400, Fault::Kill { node: "n3".to_owned() }),
+        at(
+            400,
+            Fault::Kill {
+                node: "n3".to_owned(),
+            },
+        ),
         at(
             700,
             Fault::Heal {
@@ -73,7 +83,12 @@ pub fn plan() -> FaultPlan {
                 direction: Direction::Both,
             },
         ),
-        at(900, Fault::Restart { node: "n3".to_owned() }),
+        at(
+            900,
+            Fault::Restart {
+                node: "n3".to_owned(),
+            },
+        ),
     ])
 }
 
@@ -90,9 +105,15 @@ pub fn build(config: SimConfig) -> Sim {
 
 /// Run the program for `seed`; returns the simulation (for its trace) and
 /// how the run ended.
-pub fn run(seed: u64, scheduler: SchedulerKind, capture: TraceCapture) -> (Sim, Result<RunEnd, Failure>) {
+pub fn run(
+    seed: u64,
+    scheduler: SchedulerKind,
+    capture: TraceCapture,
+) -> (Sim, Result<RunEnd, Failure>) {
     let mut sim = build(config(seed, scheduler, capture));
-    let end = sim.run_until(Instant::ZERO + DURATION, |_, _| std::ops::ControlFlow::<()>::Continue(()));
+    let end = sim.run_until(Instant::ZERO + DURATION, |_, _| {
+        std::ops::ControlFlow::<()>::Continue(())
+    });
     (sim, end)
 }
 
@@ -102,8 +123,14 @@ async fn start(node: NodeContext) {
     let runtime = node.runtime();
     let net = node.net();
     let name = node.name().to_owned();
-    runtime.spawn("server", Box::pin(serve(Arc::clone(&runtime), Arc::clone(&net)).instrument(span.clone())));
-    runtime.spawn("sender", Box::pin(send(runtime.clone(), net, name).instrument(span)));
+    runtime.spawn(
+        "server",
+        Box::pin(serve(Arc::clone(&runtime), Arc::clone(&net)).instrument(span.clone())),
+    );
+    runtime.spawn(
+        "sender",
+        Box::pin(send(runtime.clone(), net, name).instrument(span)),
+    );
 }
 
 async fn serve(runtime: Arc<dyn Runtime>, net: Arc<dyn Net>) {

@@ -85,7 +85,8 @@ pub fn bench_config(seed: u64) -> SimConfig {
 
 /// Run `sim` to the end and report it as `name`.
 fn finish(name: &'static str, mut sim: Sim) -> Result<WorkloadRun, WorkloadError> {
-    sim.run().map_err(|failure| WorkloadError::Failed { name, failure })?;
+    sim.run()
+        .map_err(|failure| WorkloadError::Failed { name, failure })?;
     Ok(WorkloadRun {
         name,
         virtual_elapsed: sim.now() - faultline_core::runtime::Instant::ZERO,

@@ -19,7 +19,9 @@ pub fn run(seed: u64, round_trips: u32) -> Result<WorkloadRun, WorkloadError> {
         let net = node.net();
         Box::pin(async move {
             let mut listener = net.listen(PORT).expect("the port is free");
-            let Ok(mut connection) = listener.accept().await else { return };
+            let Ok(mut connection) = listener.accept().await else {
+                return;
+            };
             while let Ok(request) = connection.receiver.recv().await {
                 if connection.sender.send(request).is_err() {
                     return;
@@ -31,7 +33,9 @@ pub fn run(seed: u64, round_trips: u32) -> Result<WorkloadRun, WorkloadError> {
     sim.add_node("client", move |node| {
         let net = node.net();
         Box::pin(async move {
-            let Ok(mut connection) = net.connect("server:1").await else { return };
+            let Ok(mut connection) = net.connect("server:1").await else {
+                return;
+            };
             let request = vec![7u8; 16];
             for _ in 0..round_trips {
                 if connection.sender.send(request.clone()).is_err() {

@@ -65,8 +65,10 @@ where
     F: Fn(NodeContext) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    sim.add_node(name, move |context| -> BoxFuture<'static, ()> { Box::pin(init(context)) })
-        .expect("a fresh node name")
+    sim.add_node(name, move |context| -> BoxFuture<'static, ()> {
+        Box::pin(init(context))
+    })
+    .expect("a fresh node name")
 }
 
 /// Add a node that does nothing at start (tasks are spawned from outside).
