@@ -40,7 +40,8 @@
 //! * Driving: [`Sim::step`] (one poll, one planned fault, or one clock
 //!   jump, as a [`Progress`]); [`Sim::run_until`] with a callback after
 //!   every step that changed something (oracles); [`Sim::run_for`];
-//!   [`Sim::run`] until no task is left.
+//!   [`Sim::run`] until no task is left; [`Sim::in_trace`] to create spans
+//!   for futures spawned from outside.
 //! * Faults, directly: [`Sim::kill`], [`Sim::restart`], [`Sim::stall`],
 //!   [`Sim::skew`], [`Sim::partition`]/[`Sim::heal`],
 //!   [`Sim::clog`]/[`Sim::unclog`], [`Sim::set_link`], [`Sim::reset`]; or

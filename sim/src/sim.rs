@@ -157,6 +157,14 @@ impl Sim {
         self.executor.absorb(&self.shared);
     }
 
+    /// Run `f` with this run's trace as the thread's `tracing` subscriber,
+    /// so that spans created in it (to instrument futures spawned from
+    /// outside) and events it emits are captured. Polls and node inits run
+    /// this way already.
+    pub fn in_trace<R>(&self, f: impl FnOnce() -> R) -> R {
+        tracing::dispatcher::with_default(&self.dispatch, f)
+    }
+
     /// The node's handles for its current incarnation.
     pub fn context(&self, node: NodeId) -> NodeContext {
         let world = self.shared.world();
