@@ -100,9 +100,10 @@ impl PctScheduler {
         let lowered = u64::from(self.depth - self.changes_made);
         assert!(lowered >= 1, "PCT makes at most depth - 1 changes");
         let Some(last) = self.last else { return };
-        let Some(old) = self.priorities.insert(last, lowered) else {
+        let Some(priority) = self.priorities.get_mut(&last) else {
             return; // retired since it ran
         };
+        let old = std::mem::replace(priority, lowered);
         if self.ready.remove(&(old, last)) {
             self.ready.insert((lowered, last));
         }
