@@ -120,9 +120,11 @@ mod tests {
 
     #[test]
     fn refuses_missing_or_unknown_units() {
-        assert!(parse_duration("90").unwrap_err().contains("missing unit"));
+        assert!(parse_duration("90")
+            .expect_err("no unit")
+            .contains("missing unit"));
         assert!(parse_duration("3w")
-            .unwrap_err()
+            .expect_err("bad unit")
             .contains("unknown unit `w`"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());

@@ -8,7 +8,10 @@
 //! `core` has no tokio runtime, no sockets, no clock and no randomness of its
 //! own; `clippy.toml` in this crate forbids the APIs that would bring them in.
 
+pub mod agent;
 pub mod codec;
 pub mod duration;
 pub mod protocol;
 pub mod runtime;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

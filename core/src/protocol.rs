@@ -388,6 +388,9 @@ pub enum SupervisorMessage {
         job: JobId,
         /// The run.
         run: RunId,
+        /// The job's kind: an agent refuses (with a failed `Finished`) a kind
+        /// it did not declare in its hello.
+        kind: JobKind,
         /// Program and arguments.
         command: Vec<String>,
     },

@@ -736,3 +736,20 @@ mod tests {
         assert!(parse_scheduler("lottery").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn annotated_example_states_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("example.toml");
+        let example = Scenario::load(&path).expect("example.toml is valid");
+        let defaults =
+            Scenario::parse(Path::new("defaults.toml"), "name = \"example\"\n").expect("valid");
+        assert_eq!(
+            example, defaults,
+            "example.toml and the built-in defaults disagree"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod exit;
 pub mod job;
+pub mod pool;
 pub mod serve;
 pub mod sim;
 pub mod sim_bench;
