@@ -2,4 +2,5 @@
 //! Each module under `tests/` covers one area; `support/` holds shared helpers.
 
 mod cli;
+mod sim;
 mod support;
