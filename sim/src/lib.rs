@@ -106,7 +106,7 @@ pub use config::{ConfigError, Limits, PollCost, QuiescencePolicy, SimConfig};
 pub use failure::{Failure, FailureClass, TaskInfo, TaskState};
 pub use faults::FaultError;
 pub use ids::{NodeId, TaskId};
-pub use net::{Direction, Latency, LinkConfig, NetStats};
+pub use net::{Direction, Latency, LinkConfig, LossEffect, NetStats};
 pub use node::{Life, NodeContext, NodeInfo};
 pub use plan::{Fault, FaultEvent, FaultPlan, FaultProfile, PlanError};
 pub use report::Trace;
