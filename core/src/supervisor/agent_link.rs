@@ -211,6 +211,9 @@ impl Supervisor {
     ) -> Result<(), String> {
         let now = self.runtime().now();
         let mut state = self.lock();
+        if !state.agents.is_current(agent, session) {
+            tracing::info!(probe = "stale-connection-message", %agent, session, "message on a superseded session");
+        }
         if !self.speaks_for_agent(&state, agent, session) {
             return Err(format!("session {session} of agent {agent} was superseded"));
         }
@@ -309,7 +312,7 @@ impl Supervisor {
             .and_then(|entry| entry.runs.get(&key))
             .copied();
         let Some(known) = known else {
-            tracing::info!(%job, run, "report of a run already settled (duplicate)");
+            tracing::info!(probe = "duplicate-finish", %job, run, "report of a run already settled (duplicate)");
             if self.flaws().is_on(Flaw::DoubleFreeOnDuplicateFinish) {
                 self.release_settled_run_again(state, &job, run, now);
             }
@@ -331,7 +334,12 @@ impl Supervisor {
             Some(op) if self.flaws().is_on(Flaw::UseAfterDestroy) => {
                 self.apply_to_destroyed_op(state, op, &job, exit, now);
             }
-            _ => tracing::info!(%job, run, "late report of a settled run: the run is over"),
+            _ => tracing::info!(
+                probe = "reply-after-op-destroyed",
+                %job,
+                run,
+                "late report of a settled run: the run is over"
+            ),
         }
     }
 

@@ -138,6 +138,7 @@ impl Supervisor {
                 if now < deadline {
                     return OpStep::Wait(Some(deadline - now));
                 }
+                tracing::info!(probe = "start-timeout", op, "no start reported in time");
                 self.begin_kill(&mut state, op, KillReason::StartTimeout, now);
                 OpStep::Wait(Some(config.agent_reply_timeout))
             }
