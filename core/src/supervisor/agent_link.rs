@@ -34,6 +34,14 @@ const DECLARED_RUNS_MAX: usize = 10_000;
 /// Largest capacity an agent may declare.
 const AGENT_SLOTS_MAX: u32 = 10_000;
 
+/// Why no hello was accepted.
+enum HelloFailure {
+    /// The hello is wrong: retrying the same hello cannot help (`Rejected`).
+    Refused(String),
+    /// No hello came (timeout, connection ended): the agent may retry.
+    Missing(String),
+}
+
 /// A hello, unpacked.
 struct Hello {
     agent: AgentId,
@@ -68,7 +76,13 @@ impl Supervisor {
         } = connection;
         let hello = match self.receive_hello(&mut receiver).await {
             Ok(hello) => hello,
-            Err(reason) => return reject(&sender, &peer, &reason),
+            Err(HelloFailure::Refused(reason)) => return reject(&sender, &peer, &reason),
+            Err(HelloFailure::Missing(reason)) => {
+                // Retrying can help (the hello may be stuck in the network):
+                // close without a `Rejected`, which an agent takes as final.
+                tracing::info!(%peer, reason, "agent connection closed without a hello");
+                return sender.close();
+            }
         };
         let agent = hello.agent.clone();
         let (session, ended) = match self.accept_agent(hello, &sender) {
@@ -87,14 +101,19 @@ impl Supervisor {
         sender.close();
     }
 
-    async fn receive_hello(&self, receiver: &mut FrameReceiver) -> Result<Hello, String> {
+    async fn receive_hello(&self, receiver: &mut FrameReceiver) -> Result<Hello, HelloFailure> {
         let timeout = self.inner.config.agent_hello_timeout;
         let sleep = self.runtime().sleep(timeout).fuse();
         let frame = receiver.recv().fuse();
         futures::pin_mut!(sleep, frame);
         let frame = futures::select_biased! {
-            frame = frame => frame.map_err(|error| format!("connection ended before hello: {error}"))?,
-            () = sleep => return Err(format!("no hello within {}ms", timeout.as_millis())),
+            frame = frame => frame.map_err(|error| {
+                HelloFailure::Missing(format!("connection ended before hello: {error}"))
+            })?,
+            () = sleep => {
+                let reason = format!("no hello within {}ms", timeout.as_millis());
+                return Err(HelloFailure::Missing(reason));
+            }
         };
         match codec::decode::<AgentMessage>(&frame) {
             Ok(AgentMessage::Hello {
@@ -110,8 +129,10 @@ impl Supervisor {
                 slots,
                 running,
             }),
-            Ok(_) => Err("the first message must be a hello".to_owned()),
-            Err(error) => Err(error.to_string()),
+            Ok(_) => Err(HelloFailure::Refused(
+                "the first message must be a hello".to_owned(),
+            )),
+            Err(error) => Err(HelloFailure::Refused(error.to_string())),
         }
     }
 

@@ -152,8 +152,7 @@ impl Supervisor {
     /// Serve `request`, unless the client goes away first: then the
     /// handler's future is dropped at whatever await it is suspended, as an
     /// HTTP server drops the handler of a request whose client disconnected.
-    /// `None` if it was dropped. A second frame on a one-call connection
-    /// counts as the client going away.
+    /// `None` if it was dropped.
     async fn answer_unless_left(
         &self,
         user: &str,
@@ -162,7 +161,7 @@ impl Supervisor {
     ) -> Option<ClientResponse> {
         let submit = matches!(request, ClientRequest::Submit(_));
         let handler = self.handle_client(user, request).fuse();
-        let left = receiver.recv().fuse();
+        let left = client_gone(receiver).fuse();
         futures::pin_mut!(handler, left);
         futures::select_biased! {
             response = handler => Some(response),
@@ -176,6 +175,19 @@ impl Supervisor {
                 None
             }
         }
+    }
+}
+
+/// Completes when the client's connection ends. Frames after the call (a
+/// duplicated frame) are ignored, up to a bound past which the client is
+/// treated as gone.
+async fn client_gone(receiver: &mut FrameReceiver) {
+    const EXTRA_FRAMES_MAX: u32 = 16;
+    for _ in 0..EXTRA_FRAMES_MAX {
+        if receiver.recv().await.is_err() {
+            return;
+        }
+        tracing::debug!("extra frame after the call ignored");
     }
 }
 

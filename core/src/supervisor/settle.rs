@@ -103,13 +103,8 @@ impl Supervisor {
                 );
             }
         }
-        if let (RunEnd::Exited(_), Some(kill)) = (&end, current.kill) {
-            let probe = match kill {
-                KillReason::MaxRunTime => "completion-races-timeout",
-                KillReason::Cancel => "completion-races-cancel",
-                KillReason::StartTimeout => "completion-races-start-timeout",
-            };
-            tracing::info!(probe, op, "the run ended while a kill was in flight");
+        if let (RunEnd::Exited(exit), Some(kill)) = (&end, current.kill) {
+            note_race_probe(exit, kill, op);
         }
         let (status, reason, outcome) = self.judge(&current, end);
         let job = state.job_mut(&job_id);
@@ -430,6 +425,24 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// A process that ended by itself while a kill was on its way: the race
+/// the sometimes-probes count.
+fn note_race_probe(exit: &ExitInfo, kill: KillReason, op: OpId) {
+    if exit.signal.is_some() {
+        return;
+    }
+    let probe = match kill {
+        KillReason::MaxRunTime => "completion-races-timeout",
+        KillReason::Cancel => "completion-races-cancel",
+        KillReason::StartTimeout => "completion-races-start-timeout",
+    };
+    tracing::info!(
+        probe,
+        op,
+        "the run ended by itself while a kill was in flight"
+    );
 }
 
 /// Name the rare situation a cancel meets, for the simulator's

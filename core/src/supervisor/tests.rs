@@ -838,12 +838,10 @@ fn bad_agent_credentials_and_frames_are_refused() {
         Box::pin(async move { supervisor.serve_agent(supervisor_end).await }),
     );
     world.advance_ms(10_000);
-    let frame = try_recv(&mut silent.receiver)
-        .expect("answered")
-        .expect("a frame");
-    let rejected: SupervisorMessage = codec::decode(&frame).expect("decodes");
+    let answer = try_recv(&mut silent.receiver).expect("answered");
     assert!(
-        matches!(rejected, SupervisorMessage::Rejected { reason } if reason.contains("no hello"))
+        matches!(answer, Err(crate::runtime::NetError::Closed)),
+        "a connection without a hello is closed, not rejected (the agent may retry): {answer:?}"
     );
 }
 
