@@ -176,17 +176,21 @@ fn run_phase(
         if let Progress::Fault(event) = progress {
             checker.on_fault(handles, &event.fault, sim.now());
         }
-        if let StepVerdict::Failed(failure) = checker.after_step(handles, sim, progress) {
-            return ControlFlow::Break(Stop::Failed(failure));
+        let mut verdict = checker.after_step(handles, sim, progress);
+        if settle
+            && matches!(verdict, StepVerdict::Unchecked)
+            && matches!(progress, Progress::Polled { node, .. } if *node == handles.supervisor_node)
+            && checker.may_have_settled(handles)
+        {
+            verdict = checker.check_supervisor(handles, sim.now());
         }
-        let fresh = matches!(
-            progress,
-            Progress::Polled { node, .. } if *node == handles.supervisor_node
-        );
-        if settle && fresh && checker.unsettled(handles).is_none() {
-            return ControlFlow::Break(Stop::Settled);
+        match verdict {
+            StepVerdict::Failed(failure) => ControlFlow::Break(Stop::Failed(failure)),
+            StepVerdict::Checked if settle && checker.unsettled(handles).is_none() => {
+                ControlFlow::Break(Stop::Settled)
+            }
+            StepVerdict::Checked | StepVerdict::Unchecked => ControlFlow::Continue(()),
         }
-        ControlFlow::Continue(())
     });
     match result {
         Ok(RunEnd::Stopped(Stop::Failed(failure))) => Err(failure),

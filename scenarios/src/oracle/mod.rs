@@ -69,12 +69,23 @@ pub struct Checker {
     generation_checked: u64,
     /// The last snapshot taken, with its global time.
     last: Option<(Snapshot, Instant)>,
+    /// Polls of the supervisor's node so far.
+    supervisor_steps: u64,
 }
+
+/// The supervisor's snapshot is taken and checked after every fault and
+/// after every this-many polls of the supervisor's node (not after every
+/// one: a snapshot copies every job, and taking one per poll made the
+/// oracles five times as costly as the simulation; see ARCHITECTURE.md).
+/// Every violation a known flaw leaves persists until the next check.
+pub const SNAPSHOT_EVERY_SUPERVISOR_STEPS: u64 = 32;
 
 /// What one step's check concluded.
 pub enum StepVerdict {
-    /// Nothing wrong.
-    Fine,
+    /// The cheap checks passed; no snapshot was due.
+    Unchecked,
+    /// A snapshot was taken and passed every check.
+    Checked,
     /// A safety oracle failed.
     Failed(Failure),
 }
@@ -91,6 +102,7 @@ impl Checker {
             disturbed_until: Instant::ZERO,
             generation_checked: 0,
             last: None,
+            supervisor_steps: 0,
         }
     }
 
@@ -124,42 +136,58 @@ impl Checker {
     }
 
     /// Check what a step may have broken. `progress` says what the step
-    /// did; the snapshot is only taken when the supervisor's node ran or a
-    /// fault was applied.
+    /// did; a snapshot is taken after a fault and after every
+    /// [`SNAPSHOT_EVERY_SUPERVISOR_STEPS`]-th poll of the supervisor.
     pub fn after_step(&mut self, world: &Handles, sim: &Sim, progress: &Progress) -> StepVerdict {
         let now = sim.now();
-        if let Some(violation) = world.ledger.first_violation() {
-            let violation = Violation::new("executions", "concurrent".to_owned(), violation);
-            return StepVerdict::Failed(violation.into_failure(FailureKind::Safety, now));
+        // Nodes are added supervisor first, then agents, then clients: the
+        // ledger changes only on agents' steps, the book on clients'.
+        let node = match progress {
+            Progress::Polled { node, .. } => Some(node.index()),
+            Progress::Fault(_) => None,
+            _ => return StepVerdict::Unchecked,
+        };
+        let on_agent = node.is_none_or(|index| (1..=self.agents).contains(&index));
+        let on_client = node.is_none_or(|index| index > self.agents);
+        if on_agent {
+            if let Some(violation) = world.ledger.first_violation() {
+                let violation = Violation::new("executions", "concurrent".to_owned(), violation);
+                return StepVerdict::Failed(violation.into_failure(FailureKind::Safety, now));
+            }
         }
-        if let Some(violation) = world.book.first_violation() {
-            let failure = Violation::new(
-                "client-history",
-                violation.site.to_owned(),
-                violation.message,
-            )
-            .into_failure(FailureKind::Safety, now);
-            return StepVerdict::Failed(failure);
+        if on_client {
+            if let Some(violation) = world.book.first_violation() {
+                let violation = Violation::new(
+                    "client-history",
+                    violation.site.to_owned(),
+                    violation.message,
+                );
+                return StepVerdict::Failed(violation.into_failure(FailureKind::Safety, now));
+            }
+        }
+        let due = match node {
+            None => true,
+            Some(index) if index == self.supervisor_node.index() => {
+                self.supervisor_steps += 1;
+                self.supervisor_steps % SNAPSHOT_EVERY_SUPERVISOR_STEPS == 0
+            }
+            Some(_) => false,
+        };
+        if !due {
+            return StepVerdict::Unchecked;
         }
         if let Some(error) = world.supervisor.start_error() {
             let violation = Violation::new("supervisor-start", "start".to_owned(), error);
             return StepVerdict::Failed(violation.into_failure(FailureKind::Safety, now));
         }
-        let supervisor_stepped = match progress {
-            Progress::Polled { node, .. } => *node == self.supervisor_node,
-            Progress::Fault(_) => true,
-            _ => false,
-        };
-        if !supervisor_stepped {
-            return StepVerdict::Fine;
-        }
         self.check_supervisor(world, now)
     }
 
-    fn check_supervisor(&mut self, world: &Handles, now: Instant) -> StepVerdict {
+    /// Take a snapshot and check it now, whatever the cadence.
+    pub fn check_supervisor(&mut self, world: &Handles, now: Instant) -> StepVerdict {
         let Some((snapshot, generation)) = world.supervisor.snapshot() else {
             self.last = None;
-            return StepVerdict::Fine;
+            return StepVerdict::Checked;
         };
         let undisturbed = now.saturating_duration_since(self.disturbed_until);
         let context = SafetyContext {
@@ -174,9 +202,15 @@ impl Checker {
         }
         self.last = Some((snapshot, now));
         match verdict {
-            Ok(()) => StepVerdict::Fine,
+            Ok(()) => StepVerdict::Checked,
             Err(violation) => StepVerdict::Failed(violation.into_failure(FailureKind::Safety, now)),
         }
+    }
+
+    /// Whether the world may have settled, judged without a snapshot: every
+    /// client script ended and no process runs.
+    pub fn may_have_settled(&self, world: &Handles) -> bool {
+        world.book.all_scripts_finished() && !world.ledger.any_live()
     }
 
     /// Why the world has not settled, judged on the last snapshot.

@@ -180,7 +180,7 @@ fn client_timing(scenario: &Scenario) -> ClientTiming {
     ClientTiming {
         call_timeout: scenario.supervisor.reply_timeout,
         retry_delay: Duration::from_secs(1),
-        poll_interval: Duration::from_secs(2),
+        poll_interval: Duration::from_secs(3),
         deadline: scenario.heal + scenario.liveness_window,
     }
 }
@@ -228,6 +228,13 @@ impl World {
                 .add_node(&name, client_init(program))
                 .expect("client names are unique");
             nodes.push((name, id));
+        }
+        for (index, (_, id)) in nodes.iter().enumerate() {
+            assert_eq!(
+                id.index(),
+                index,
+                "nodes are numbered supervisor, agents, clients (the checker relies on it)"
+            );
         }
         World {
             sim,
