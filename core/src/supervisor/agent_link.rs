@@ -351,6 +351,8 @@ impl Supervisor {
             .get_mut(agent)
             .expect("a speaking agent is registered");
         entry.runs.remove(&key);
+        // The agent has room again: jobs waiting for an agent may take it.
+        self.assign_agents(state, now);
         match known.op {
             Some(op) if self.flaws().is_on(Flaw::UseAfterDestroy) => {
                 self.apply_to_destroyed_op(state, op, &job, exit, now);

@@ -787,6 +787,28 @@ fn a_declared_run_nobody_wants_is_killed_in_the_welcome() {
 }
 
 #[test]
+fn the_report_of_an_unwanted_run_frees_its_agent_for_waiting_jobs() {
+    // Regression (found by the `stalls` scenario): an agent back with runs
+    // nobody wants is full until it reports them ended; that report must
+    // give its room to the jobs waiting for an agent.
+    let world = World::start(config());
+    let job = world.submit("alice", JobKind::Parallel);
+    let stray = RunningJob {
+        job: JobId("j-99".into()),
+        run: 1,
+    };
+    let mut agent = world.connect("a-1", 1, vec![stray.clone()]);
+    assert!(
+        agent.runs().is_empty(),
+        "the agent is full with its stray run"
+    );
+    agent.finished(&stray.job, stray.run, killed_by(9), true);
+    world.runtime.run_until_idle();
+    assert_eq!(agent.runs(), vec![(job.id.clone(), 1)]);
+    assert_consistent(&world.snapshot());
+}
+
+#[test]
 fn a_superseded_connection_is_closed_and_its_traffic_refused() {
     let world = World::start(config());
     let job = world.submit("alice", JobKind::Parallel);
