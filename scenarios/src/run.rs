@@ -28,7 +28,7 @@ use crate::workload::generate_workload;
 use crate::world::{sim_config, World, TRACE_TAIL_LINES};
 
 /// PCT's estimate of the polls in one run.
-const PCT_STEPS_ESTIMATE: u64 = 50_000;
+const PCT_STEPS_ESTIMATE: u64 = 5_000;
 
 /// The simulator's scheduler for a scenario's choice.
 pub fn scheduler_kind(choice: SchedulerChoice) -> SchedulerKind {

@@ -27,8 +27,8 @@ use faultline_core::store::{Durability, MemoryStore};
 use faultline_core::supervisor::{Snapshot, Supervisor, SupervisorDeps};
 use faultline_sim::net::{Direction, Latency, LinkConfig, LossEffect};
 use faultline_sim::{
-    Fault, FaultPlan, Life, Limits, NodeContext, NodeId, SchedulerKind, Sim, SimConfig,
-    TraceCapture, TraceConfig,
+    BuggifyConfig, Fault, FaultPlan, Life, Limits, NodeContext, NodeId, SchedulerKind, Sim,
+    SimConfig, TraceCapture, TraceConfig,
 };
 
 use crate::report::TraceMode;
@@ -144,8 +144,17 @@ pub fn sim_config(
         ..TraceConfig::default()
     };
     config.link_default = fault_phase_link(scenario);
+    config.buggify = BUGGIFY;
     config
 }
+
+/// Buggify in the supervisor's world: half the sites are on in a run, and
+/// an enabled site fires one time in five (core's sites are few and each
+/// widens a window a race needs, such as a slot hand-off).
+const BUGGIFY: BuggifyConfig = BuggifyConfig::On {
+    site_probability: 0.5,
+    fire_probability: 0.2,
+};
 
 /// The links during the fault phase: the scenario's network profile. A
 /// lost frame breaks its connection (a TCP or WebSocket connection fails
