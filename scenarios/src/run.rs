@@ -148,10 +148,7 @@ fn drive(scenario: &Scenario, world: &mut World, plan: &FaultPlan) -> Outcome {
 
 /// Step until `deadline` with the safety oracles; the first failure.
 fn step_until(world: &mut World, checker: &mut Checker, deadline: Instant) -> Option<Failure> {
-    match run_phase(world, checker, deadline, false) {
-        Ok(_) => None,
-        Err(failure) => Some(failure),
-    }
+    run_phase(world, checker, deadline, false).err()
 }
 
 /// Step until the world settles or `end`; whether it settled.
