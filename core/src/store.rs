@@ -267,6 +267,27 @@ mod tests {
     }
 
     #[test]
+    fn a_reopened_store_sees_what_was_durable_and_loses_the_rest() {
+        let store = MemoryStore::with_durability(Durability::OnCommit);
+        store.put(record(1));
+        ready(store.commit()).expect("commit");
+        store.put(record(2));
+        store.crash();
+        let runtime = crate::testkit::ManualRuntime::new(1);
+        let reopened = store.reopened(Arc::new(runtime), Duration::from_millis(5));
+        let loaded = ready(reopened.load()).expect("load");
+        assert_eq!(loaded.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
+        reopened.put(record(3));
+        let _pending = reopened.commit();
+        store.crash();
+        assert_eq!(
+            store.durable_records().len(),
+            1,
+            "a commit in flight is lost"
+        );
+    }
+
+    #[test]
     fn is_object_safe_and_shared_by_clones() {
         let store = MemoryStore::new();
         let shared: Arc<dyn Store> = Arc::new(store.clone());

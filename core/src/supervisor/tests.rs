@@ -985,6 +985,53 @@ fn a_submit_dropped_while_committing_leaves_a_whole_job() {
 }
 
 #[test]
+fn a_client_that_leaves_mid_request_drops_its_handler_at_the_await() {
+    let runtime = TestRuntime::new();
+    let store =
+        MemoryStore::with_commit_latency(Arc::new(runtime.clone()), Duration::from_millis(50));
+    let world = World::start_with(config(), store, FlawSet::none(), runtime);
+    let net = TestNet::default();
+    let supervisor = world.supervisor.clone();
+    let server_net: Arc<dyn crate::runtime::Net> = Arc::new(net.clone());
+    world.runtime.spawn(
+        "serve",
+        Box::pin(async move { supervisor.serve_net(server_net, 7000, 7001).await }),
+    );
+    world.runtime.run_until_idle();
+    let client = world
+        .runtime
+        .block_on(crate::runtime::Net::connect(&net, "sup:7001"))
+        .expect("connects");
+    let call = crate::protocol::ClientCall {
+        token: "t-alice".into(),
+        request: ClientRequest::Submit(submit_request(JobKind::Parallel)),
+    };
+    client.sender.send(codec::encode(&call)).expect("open");
+    world.runtime.run_until_idle();
+    let serving = |world: &World| {
+        world
+            .runtime
+            .live_tasks()
+            .iter()
+            .any(|task| task.starts_with("client-conn"))
+    };
+    assert!(serving(&world), "the submit awaits its commit");
+    drop(client);
+    world.runtime.run_until_idle();
+    assert!(
+        !serving(&world),
+        "the handler was dropped without waiting for its commit"
+    );
+    world.advance_ms(100);
+    assert_eq!(
+        world.snapshot().jobs.len(),
+        1,
+        "what the submit did before its await stands"
+    );
+    assert_consistent(&world.snapshot());
+}
+
+#[test]
 fn net_clients_call_through_one_frame_each_way() {
     let world = World::start(config());
     let net = TestNet::default();
