@@ -18,7 +18,11 @@ fn main() {
         .output()
         .ok()
         .is_some_and(|output| !output.stdout.is_empty());
-    let suffix = if dirty && commit != "unknown" { "-dirty" } else { "" };
+    let suffix = if dirty && commit != "unknown" {
+        "-dirty"
+    } else {
+        ""
+    };
     println!("cargo:rustc-env=FAULTLINE_BUILD_COMMIT={commit}{suffix}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
