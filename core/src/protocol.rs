@@ -272,7 +272,25 @@ pub enum ErrorCode {
     Unavailable,
 }
 
+impl ErrorCode {
+    /// The HTTP status the tokio shell answers with. The one place where
+    /// error categories map to HTTP.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotFound => 404,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::LimitExceeded => 429,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+}
+
 /// The supervisor's answer to a [`ClientRequest`].
+// One response is built per request and moved once; boxing the job view
+// would only make every constructor noisier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ClientResponse {
@@ -385,6 +403,9 @@ pub enum SupervisorMessage {
         job: JobId,
         /// The run.
         run: RunId,
+        /// The job's kind: an agent refuses (with a failed `Finished`) a kind
+        /// it did not declare in its hello.
+        kind: JobKind,
         /// Program and arguments.
         command: Vec<String>,
     },

@@ -412,8 +412,9 @@ pub trait Launcher: Send + Sync + 'static {
 /// A started process.
 ///
 /// If the launching node is killed, its processes die with it: the tokio
-/// launcher asks the kernel to signal the child's process group when the
-/// agent dies, and the simulator ends them with the node. An agent that comes
+/// launcher sets each job's parent-death signal (the kernel kills the job's
+/// process when the agent dies) and kills whatever the job left in its
+/// process group when it ends; the simulator ends them with the node. An agent that comes
 /// back therefore runs nothing it does not know of, and the supervisor
 /// settles the jobs the agent no longer declares.
 pub trait Process: Send + Sync + 'static {
