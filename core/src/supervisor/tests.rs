@@ -91,12 +91,18 @@ impl World {
         }
     }
 
+    /// Serve `request`, letting virtual time pass if the store needs it.
     pub(super) fn call(&self, user: &str, request: ClientRequest) -> ClientResponse {
-        let response = self
-            .runtime
-            .block_on(self.supervisor.handle_client(user, request));
-        self.runtime.run_until_idle();
-        response
+        let call = self.supervisor.handle_client(user, request);
+        futures::pin_mut!(call);
+        for _ in 0..10_000 {
+            if let std::task::Poll::Ready(response) = super::testkit::poll_once(call.as_mut()) {
+                self.runtime.run_until_idle();
+                return response;
+            }
+            self.runtime.advance(Duration::from_millis(1));
+        }
+        panic!("a client call took more than 10s of virtual time");
     }
 
     pub(super) fn submit(&self, user: &str, kind: JobKind) -> JobView {
@@ -304,6 +310,16 @@ pub(super) fn assert_consistent(snapshot: &Snapshot) {
             );
         }
         assert!(job.record.runs.iter().filter(|run| run.is_open()).count() <= 1);
+        if let Some(canceled_at) = job.record.cancel_requested_at {
+            assert!(
+                job.record
+                    .runs
+                    .iter()
+                    .all(|run| run.dispatched_at <= canceled_at),
+                "{}: a run dispatched after its cancel was acknowledged",
+                job.record.id
+            );
+        }
         if job.record.status.is_terminal() {
             assert!(job.op.is_none(), "terminal job {} has an op", job.record.id);
             assert!(
