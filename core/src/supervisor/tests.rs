@@ -1182,3 +1182,49 @@ fn a_slot_freed_by_one_job_goes_to_the_oldest_waiting_job() {
         .iter()
         .all(|job| job.record.finished_at <= Some(now)));
 }
+
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn op_events_carry_the_op_context_whichever_task_logs_them() {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let world = World::start(config());
+        let job = world.submit("alice", JobKind::Parallel);
+        let mut agent = world.connect("a-1", 1, vec![]);
+        agent.runs();
+        agent.started(&job.id, 1);
+        world.runtime.run_until_idle();
+    });
+    let text = String::from_utf8(log.0.lock().expect("log lock").clone()).expect("utf-8");
+    let started = text
+        .lines()
+        .find(|line| line.contains("op advanced") && line.contains("phase=running"))
+        .unwrap_or_else(|| panic!("no running event in:\n{text}"));
+    for field in [
+        "op=1",
+        "job=j-1",
+        "run=1",
+        "agent=a-1",
+        "situation=\"running on agent a-1\"",
+    ] {
+        assert!(started.contains(field), "{field} missing from {started}");
+    }
+}
