@@ -1228,3 +1228,21 @@ fn op_events_carry_the_op_context_whichever_task_logs_them() {
         assert!(started.contains(field), "{field} missing from {started}");
     }
 }
+
+#[test]
+fn the_public_futures_are_send_for_a_multi_threaded_shell() {
+    fn assert_send<T: Send>(_: &T) {}
+    let runtime = TestRuntime::new();
+    let deps = SupervisorDeps {
+        runtime: Arc::new(runtime.clone()),
+        store: Arc::new(MemoryStore::new()),
+        flaws: FlawSet::none(),
+    };
+    let start = Supervisor::start(config(), deps);
+    assert_send(&start);
+    let supervisor = runtime.block_on(start).expect("starts");
+    assert_send(&supervisor.handle_client("alice", ClientRequest::List));
+    let (connection, _peer) = connection_pair("a-1", "supervisor");
+    assert_send(&supervisor.serve_agent(connection));
+    assert_send(&supervisor.serve_net(Arc::new(TestNet::default()), 1, 2));
+}
