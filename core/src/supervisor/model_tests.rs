@@ -37,8 +37,9 @@ struct HonestAgent {
     /// Runs it has, and whether each has started.
     running: BTreeMap<(JobId, RunId), bool>,
     undelivered: Vec<(JobId, RunId, ExitInfo, bool)>,
-    /// The last report, for the network to duplicate.
+    /// The last end and start reports, for the network to duplicate.
     last_report: Option<AgentMessage>,
+    last_start: Option<AgentMessage>,
     /// While slow, kills wait in `deferred_kills`.
     slow: bool,
     deferred_kills: Vec<(JobId, RunId)>,
@@ -135,7 +136,9 @@ impl HonestAgent {
             .collect();
         if let Some((job, run)) = pick_from(&waiting, pick) {
             self.running.insert((job.clone(), run), true);
-            self.send(&AgentMessage::Started { job, run });
+            let message = AgentMessage::Started { job, run };
+            self.last_start = Some(message.clone());
+            self.send(&message);
         }
     }
 
@@ -203,6 +206,11 @@ enum Action {
     DuplicateLastReport {
         agent: usize,
     },
+    /// The network delivers the last start report again, possibly after
+    /// the run's end.
+    DuplicateLastStart {
+        agent: usize,
+    },
     Heartbeat {
         agent: usize,
     },
@@ -227,6 +235,7 @@ fn action() -> impl Strategy<Value = Action> {
         3 => (0..2usize, any::<usize>()).prop_map(|(agent, pick)| Action::Start { agent, pick }),
         3 => (0..2usize, any::<usize>(), 0..2i32).prop_map(|(agent, pick, code)| Action::Finish { agent, pick, code }),
         1 => (0..2usize).prop_map(|agent| Action::DuplicateLastReport { agent }),
+        1 => (0..2usize).prop_map(|agent| Action::DuplicateLastStart { agent }),
         3 => (0..2usize).prop_map(|agent| Action::Heartbeat { agent }),
         3 => (0..3_000u64).prop_map(|millis| Action::Advance { millis }),
         1 => Just(Action::Restart),
@@ -262,7 +271,10 @@ impl Model {
         // them at the next step, or task by task with `RunOne`.
         let interleaves = matches!(
             action,
-            Action::Start { .. } | Action::Finish { .. } | Action::DuplicateLastReport { .. }
+            Action::Start { .. }
+                | Action::Finish { .. }
+                | Action::DuplicateLastReport { .. }
+                | Action::DuplicateLastStart { .. }
         );
         match action {
             Action::Submit { user, parallel } => {
@@ -316,6 +328,11 @@ impl Model {
             Action::Finish { agent, pick, code } => self.agents[agent].finish_one(pick, code),
             Action::DuplicateLastReport { agent } => {
                 if let Some(message) = self.agents[agent].last_report.clone() {
+                    self.agents[agent].send(&message);
+                }
+            }
+            Action::DuplicateLastStart { agent } => {
+                if let Some(message) = self.agents[agent].last_start.clone() {
                     self.agents[agent].send(&message);
                 }
             }

@@ -1263,3 +1263,29 @@ fn the_public_futures_are_send_for_a_multi_threaded_shell() {
     assert_send(&supervisor.serve_agent(connection));
     assert_send(&supervisor.serve_net(Arc::new(TestNet::default()), 1, 2));
 }
+
+#[test]
+fn a_start_report_overtaken_by_the_end_report_leaves_no_phantom_run() {
+    let world = World::start(config());
+    let job = world.submit("alice", JobKind::Parallel);
+    let mut agent = world.connect("a-1", 1, vec![]);
+    agent.runs();
+    agent.finished(&job.id, 1, exit_code(0), false);
+    agent.started(&job.id, 1);
+    agent.started(&job.id, 1);
+    world.runtime.run_until_idle();
+    assert_eq!(world.status("alice", &job.id).status, JobStatus::Completed);
+    let snapshot = world.snapshot();
+    assert!(
+        snapshot.agents[0].runs.is_empty(),
+        "no phantom run takes the agent's slot"
+    );
+    assert!(agent
+        .received()
+        .expect("open")
+        .iter()
+        .all(|message| !matches!(message, SupervisorMessage::Kill { .. })));
+    let next = world.submit("alice", JobKind::Parallel);
+    assert_eq!(agent.runs(), vec![(next.id, 1)]);
+    assert_consistent(&world.snapshot());
+}
