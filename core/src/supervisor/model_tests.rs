@@ -55,6 +55,9 @@ impl HonestAgent {
                 run: *run,
             })
             .collect();
+        // The network duplicates frames within one connection only.
+        self.last_report = None;
+        self.last_start = None;
         self.connection = Some(world.connect(name, 2, declared));
         self.pump();
         for (job, run, exit, killed) in std::mem::take(&mut self.undelivered) {
@@ -206,8 +209,8 @@ enum Action {
     DuplicateLastReport {
         agent: usize,
     },
-    /// The network delivers the last start report again, possibly after
-    /// the run's end.
+    /// The network delivers the last start report again (on the same
+    /// connection), possibly after the run's end.
     DuplicateLastStart {
         agent: usize,
     },
