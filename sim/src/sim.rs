@@ -308,7 +308,7 @@ impl Sim {
         self.now = now + cost;
         self.trace.stamp_idle(self.now);
         if let Some(outcome) = cell.outcome() {
-            let live = self.world().tasks.live.remove(&meta.id);
+            let live = self.world().tasks.remove(meta.id);
             self.executor.scheduler.retire(meta.id);
             self.trace.forget_task(meta.id);
             if outcome == TaskOutcome::Panicked {
