@@ -547,3 +547,15 @@ impl Drop for Sim {
         self.teardown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sim_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Sim>();
+        assert_send::<crate::node::NodeContext>();
+    }
+}

@@ -519,6 +519,18 @@ mod tests {
         assert!(plan.is_empty());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn generated_plans_are_valid_and_round_trip(seed in 0u64..1_000_000, preset in 0usize..5, count in 1usize..6, seconds in 1u64..120) {
+            let profile = FaultProfile::named(FaultProfile::NAMES[preset]).expect("a preset");
+            let nodes: Vec<String> = (0..count).map(|index| format!("n{index}")).collect();
+            let plan = FaultPlan::generate(seed, &profile, &nodes, Duration::from_secs(seconds));
+            proptest::prop_assert_eq!(plan.validate(Some(&nodes)), Ok(()));
+            let again = FaultPlan::from_toml(&plan.to_toml(), "again.toml").expect("the printed plan loads");
+            proptest::prop_assert_eq!(again.events, plan.events);
+        }
+    }
+
     #[test]
     fn every_preset_has_a_name() {
         for name in FaultProfile::NAMES {
