@@ -64,8 +64,8 @@
 //!
 //! # Modules
 //!
-//! * [`sim`] (the owner), [`executor`](crate::sim) internals, [`clock`]
-//!   (virtual time, timers), [`node`], [`task`](crate::sim) internals;
+//! * [`sim`]: the owner; with it, privately, the executor, the task table,
+//!   the event queue and timers (`clock`), and the shared world; [`node`];
 //! * [`choices`]: one ChaCha stream per purpose;
 //! * [`scheduler`]: random, PCT, FIFO behind one trait;
 //! * [`net`]: links, connections, partitions, clogs, resets;

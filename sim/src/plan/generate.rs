@@ -6,7 +6,7 @@
 //! it sees a healed system. Episodes that would contradict earlier ones
 //! (overlapping on the same node or link) are skipped, so every generated
 //! plan is valid. The draws come from the seed's
-//! [`Purpose::Faults`](crate::Purpose::Faults) stream only.
+//! [`Purpose::Faults`](crate::Purpose) stream only.
 
 use std::time::Duration;
 

@@ -2,8 +2,8 @@
 //! task, folded into a fingerprint (the determinism check) and optionally
 //! kept for export.
 //!
-//! * [`hash`]: the fixed 64-bit [`Fingerprint`](hash::Fingerprint);
-//! * [`layer`]: the `tracing` layer that captures what the code under test
+//! * [`hash`]: the fixed 64-bit `Fingerprint`;
+//! * `layer`: the `tracing` layer that captures what the code under test
 //!   logs, with the fields of its enclosing spans;
 //! * [`export`]: text lines and Chrome trace-event JSON (Perfetto).
 //!
