@@ -1,0 +1,220 @@
+//! The executor: the owner's side of tasks. It takes woken runnables from
+//! the inbox, hands their ids to the scheduler, polls the one the scheduler
+//! picks, parks tasks of stalled nodes, and drops the tasks of killed
+//! nodes.
+//!
+//! Invariants:
+//! * `runnables` holds exactly the tasks in the scheduler's ready set plus
+//!   the parked ones; a task id is in at most one of the two;
+//! * a runnable is never run or dropped while the world lock is held;
+//! * `incarnations[node]` is the node's live incarnation, `None` while it
+//!   is killed: a runnable of another incarnation is dropped unpolled.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_task::Runnable;
+use faultline_core::runtime::Instant;
+use rand::Rng;
+
+use crate::choices::SimRng;
+use crate::config::PollCost;
+use crate::ids::{NodeId, TaskId};
+use crate::scheduler::Scheduler;
+use crate::task::{TaskMeta, TaskTag};
+use crate::trace::hash::Fingerprint;
+use crate::trace::PollRecord;
+use crate::world::Shared;
+
+pub(crate) struct Executor {
+    pub scheduler: Box<dyn Scheduler>,
+    /// Runnables by task slot.
+    runnables: Vec<Option<Runnable<TaskTag>>>,
+    /// Ready tasks of stalled nodes, in the order they were parked.
+    parked: BTreeMap<NodeId, Vec<TaskId>>,
+    /// Reused buffer for the inbox.
+    woken: Vec<Runnable<TaskTag>>,
+    pub incarnations: Vec<Option<u32>>,
+    /// Mirror of each node's stall: until when its tasks are parked.
+    stalled_until: Vec<Option<Instant>>,
+    timing_rng: SimRng,
+    poll_cost: PollCost,
+    /// Polls so far.
+    pub polls: u64,
+    /// Every poll's time and task, folded.
+    pub poll_fingerprint: Fingerprint,
+    /// Every poll, when the trace keeps them.
+    pub poll_records: Option<Vec<PollRecord>>,
+}
+
+impl Executor {
+    pub fn new(
+        scheduler: Box<dyn Scheduler>,
+        timing_rng: SimRng,
+        poll_cost: PollCost,
+        keep_polls: bool,
+    ) -> Executor {
+        Executor {
+            scheduler,
+            runnables: Vec::new(),
+            parked: BTreeMap::new(),
+            woken: Vec::new(),
+            incarnations: Vec::new(),
+            stalled_until: Vec::new(),
+            timing_rng,
+            poll_cost,
+            polls: 0,
+            poll_fingerprint: Fingerprint::new(),
+            poll_records: keep_polls.then(Vec::new),
+        }
+    }
+
+    /// Move woken tasks from the inbox to the scheduler; drop those of a
+    /// killed incarnation. Must be called without the world lock.
+    pub fn absorb(&mut self, shared: &Shared) {
+        let mut woken = std::mem::take(&mut self.woken);
+        shared.take_ready(&mut woken);
+        let mut stale = Vec::new();
+        for runnable in woken.drain(..) {
+            let meta = runnable.metadata().meta;
+            if self.incarnations[meta.node.index()] != Some(meta.incarnation) {
+                stale.push(runnable);
+                continue;
+            }
+            let slot = meta.id.slot();
+            if self.runnables.len() <= slot {
+                self.runnables.resize_with(slot + 1, || None);
+            }
+            let previous = self.runnables[slot].replace(runnable);
+            assert!(
+                previous.is_none(),
+                "async-task keeps at most one runnable per task, and a slot serves one live task"
+            );
+            self.scheduler.push(meta.id);
+        }
+        self.woken = woken;
+        // Dropping a runnable drops its future, which may lock the world.
+        drop(stale);
+    }
+
+    /// A node was added: it runs, unstalled, in incarnation 0.
+    pub fn add_node(&mut self) {
+        self.incarnations.push(Some(0));
+        self.stalled_until.push(None);
+    }
+
+    /// Mirror a node's stall (`None`: not stalled).
+    pub fn set_stall(&mut self, node: NodeId, until: Option<Instant>) {
+        self.stalled_until[node.index()] = until;
+    }
+
+    /// The next task to poll at `now`, parking tasks of stalled nodes on
+    /// the way.
+    pub fn pick(&mut self, now: Instant) -> Option<Runnable<TaskTag>> {
+        loop {
+            let id = self.scheduler.pop()?;
+            let node = self.runnables[id.slot()]
+                .as_ref()
+                .expect("the scheduler only holds tasks with a runnable")
+                .metadata()
+                .meta
+                .node;
+            if self.stalled_until[node.index()].is_some_and(|until| until > now) {
+                self.parked.entry(node).or_default().push(id);
+                continue;
+            }
+            return Some(self.runnables[id.slot()].take().expect("looked up above"));
+        }
+    }
+
+    /// The virtual time the next poll costs.
+    pub fn draw_poll_cost(&mut self) -> Duration {
+        let PollCost { min, max } = self.poll_cost;
+        if min == max {
+            return min;
+        }
+        let span = u64::try_from((max - min).as_nanos()).unwrap_or(u64::MAX);
+        // 32-bit draws when they suffice (spans up to 4.29 s): half the stream.
+        let extra = match u32::try_from(span) {
+            Ok(span) => u64::from(self.timing_rng.gen_range(0..=span)),
+            Err(_) => self.timing_rng.gen_range(0..=span),
+        };
+        min + Duration::from_nanos(extra)
+    }
+
+    /// Fold a poll into the fingerprint (and keep it, if asked).
+    pub fn note_poll(&mut self, time: Instant, cost: Duration, meta: TaskMeta) {
+        self.polls += 1;
+        self.poll_fingerprint.write_u64(time.as_nanos());
+        self.poll_fingerprint.write_u64(meta.id.as_u64());
+        if let Some(records) = &mut self.poll_records {
+            records.push(PollRecord {
+                time,
+                cost,
+                node: meta.node,
+                task: meta.id,
+            });
+        }
+    }
+
+    /// The stall of `node` is over: its parked tasks are ready again, in
+    /// the order they were parked.
+    pub fn unpark(&mut self, node: NodeId) {
+        for id in self.parked.remove(&node).unwrap_or_default() {
+            self.scheduler.push(id);
+        }
+    }
+
+    /// Take the runnables of `tasks` (of a killed node) out of the ready
+    /// set and the parked lists; the caller drops them without the lock.
+    pub fn withdraw(&mut self, node: NodeId, tasks: &[TaskId]) -> Vec<Runnable<TaskTag>> {
+        let parked = self.parked.remove(&node).unwrap_or_default();
+        let mut taken = Vec::new();
+        for id in tasks {
+            if let Some(runnable) = self.take(*id) {
+                if !parked.contains(id) {
+                    self.scheduler.withdraw(*id);
+                }
+                taken.push(runnable);
+            }
+            self.scheduler.retire(*id);
+        }
+        taken
+    }
+
+    /// Take `task`'s runnable out of its slot, if it is there.
+    fn take(&mut self, task: TaskId) -> Option<Runnable<TaskTag>> {
+        let slot = self.runnables.get_mut(task.slot())?;
+        if slot
+            .as_ref()
+            .is_some_and(|runnable| runnable.metadata().meta.id == task)
+        {
+            slot.take()
+        } else {
+            None
+        }
+    }
+
+    /// Whether `task` is ready (woken and absorbed) or parked.
+    pub fn is_runnable(&self, task: TaskId) -> bool {
+        self.runnables
+            .get(task.slot())
+            .and_then(Option::as_ref)
+            .is_some_and(|runnable| runnable.metadata().meta.id == task)
+    }
+
+    /// Whether `task` is parked on a stalled node.
+    pub fn is_parked(&self, task: TaskId) -> bool {
+        self.parked.values().any(|parked| parked.contains(&task))
+    }
+
+    /// Take everything out, for teardown.
+    pub fn drain(&mut self) -> Vec<Runnable<TaskTag>> {
+        self.parked.clear();
+        while self.scheduler.pop().is_some() {}
+        std::mem::take(&mut self.runnables)
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
