@@ -3,7 +3,8 @@
 //!
 //! Exit statuses are stated once, in [`cli::exit`], and hold for every
 //! subcommand: 0 success, 1 safety violation, 2 liveness violation,
-//! 3 nondeterminism, 4 usage or input error, 5 other runtime error.
+//! 3 nondeterminism, 4 usage or input error, 5 other runtime error; and
+//! `job wait` exits 6 when the job ended other than `completed`.
 
 mod cli;
 mod real;

@@ -124,7 +124,7 @@ mod tests {
             .expect_err("no unit")
             .contains("missing unit"));
         assert!(parse_duration("3w")
-            .expect_err("bad unit")
+            .expect_err("unknown unit")
             .contains("unknown unit `w`"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());

@@ -272,6 +272,21 @@ pub enum ErrorCode {
     Unavailable,
 }
 
+impl ErrorCode {
+    /// The HTTP status the tokio shell answers with. The one place where
+    /// error categories map to HTTP.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotFound => 404,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::LimitExceeded => 429,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+}
+
 /// The supervisor's answer to a [`ClientRequest`].
 // One response is built per request and moved once; boxing the job view
 // would only make every constructor noisier.

@@ -15,6 +15,8 @@ pub const NONDETERMINISM: u8 = 3;
 pub const USAGE: u8 = 4;
 /// Any other runtime error (I/O, a server that cannot be reached).
 pub const RUNTIME: u8 = 5;
+/// `job wait`: the job ended in a status other than `completed`.
+pub const JOB_UNSUCCESSFUL: u8 = 6;
 
 /// An error that knows its exit status. Commands return `anyhow::Error`s;
 /// those that wrap a `Failure` exit with its status, all others with

@@ -2,8 +2,11 @@
 //! subcommands; [`exit`] maps outcomes to the exit statuses shared by all.
 
 pub mod agent;
+pub mod connect;
+pub mod env;
 pub mod exit;
 pub mod job;
+pub mod overview;
 pub mod pool;
 pub mod serve;
 pub mod sim;

@@ -1,9 +1,26 @@
 //! The real world: the runtime traits implemented on tokio, real sockets
 //! (HTTP + WebSocket) and real processes.
+//!
+//! * [`runtime`]: core's `Runtime` on tokio; [`launcher`]: jobs as processes
+//!   in their own process groups;
+//! * [`http`]: the supervisor's HTTP API and agent endpoint (axum, one port);
+//! * [`ws`]: core's `Connection` over WebSockets, and `TokioNet` for agents;
+//! * [`backend`]: the supervisor behind the HTTP layer;
+//! * [`client`]: the HTTP client the CLI uses;
+//! * [`config`]: the `serve` configuration file;
+//! * [`datadir`]: the data directory (tokens, URL) and [`store`], the seam
+//!   where the job store is opened;
+//! * [`local_agents`]: agents started by `serve --local-agents`;
+//! * [`logging`]: the tracing subscriber.
 
-// Used by the `serve` and `agent` commands as they are wired up; until then
-// parts of them are only reached from tests.
-#[allow(dead_code)]
+pub mod client;
+pub mod config;
+pub mod datadir;
+pub mod http;
+#[allow(dead_code)] // parts of the launcher are only reached from its tests
 pub mod launcher;
-#[allow(dead_code)]
+pub mod logging;
+pub mod store;
+#[allow(dead_code)] // parts of the runtime are only reached from its tests
 pub mod runtime;
+pub mod ws;

@@ -1,0 +1,145 @@
+//! Accept loops over [`Net`]: agents on one port, clients on another (the
+//! simulator's topology; the tokio shell serves HTTP and WebSocket itself
+//! and calls [`Supervisor::serve_agent`] and [`Supervisor::handle_client`]).
+//!
+//! A client connection carries exactly one call: one [`ClientCall`] frame
+//! in, one [`ClientResponse`] frame out. A frame that does not decode is
+//! answered `BadRequest` (or `TooLarge`), an unknown token `Unauthorized`;
+//! the connection is closed after the answer either way.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+
+use super::Supervisor;
+use crate::codec::{self, CodecError};
+use crate::protocol::{ClientCall, ClientResponse, ErrorCode};
+use crate::runtime::{Connection, Net};
+
+/// Releases a client connection's place when its task ends or is dropped.
+struct ClientSlot {
+    supervisor: Supervisor,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut state = self.supervisor.lock();
+        state.client_connections = state.client_connections.saturating_sub(1);
+    }
+}
+
+impl Supervisor {
+    /// Listen for agents on `agent_port` and clients on `client_port` until
+    /// the supervisor shuts down. Each connection is served by its own task
+    /// (`agent-conn <peer>`, `client-conn <peer>`).
+    pub async fn serve_net(&self, net: Arc<dyn Net>, agent_port: u16, client_port: u16) {
+        let listeners = net
+            .listen(agent_port)
+            .and_then(|agents| Ok((agents, net.listen(client_port)?)));
+        let (mut agents, mut clients) = match listeners {
+            Ok(listeners) => listeners,
+            Err(error) => {
+                tracing::error!(%error, agent_port, client_port, "cannot listen");
+                return;
+            }
+        };
+        tracing::info!(agent_port, client_port, "listening");
+        loop {
+            let stopped = self.inner.stopped.notified().fuse();
+            if self.lock().shutting_down {
+                return;
+            }
+            let agent = agents.accept().fuse();
+            let client = clients.accept().fuse();
+            futures::pin_mut!(stopped, agent, client);
+            let (is_agent, accepted) = futures::select_biased! {
+                () = stopped => return,
+                connection = agent => (true, connection),
+                connection = client => (false, connection),
+            };
+            let connection = match accepted {
+                Ok(connection) => connection,
+                Err(error) => {
+                    tracing::error!(%error, is_agent, "accept failed; no longer listening");
+                    return;
+                }
+            };
+            let supervisor = self.clone();
+            let peer = connection.peer.clone();
+            if is_agent {
+                let future = async move { supervisor.serve_agent(connection).await };
+                drop(self.spawn(&format!("agent-conn {peer}"), Box::pin(future)));
+            } else {
+                let future = async move { supervisor.serve_client_connection(connection).await };
+                drop(self.spawn(&format!("client-conn {peer}"), Box::pin(future)));
+            }
+        }
+    }
+
+    /// Answer the one call a client connection carries.
+    async fn serve_client_connection(&self, connection: Connection) {
+        let Connection {
+            sender,
+            mut receiver,
+            peer,
+        } = connection;
+        let admitted = {
+            let mut state = self.lock();
+            let admitted = state.client_connections < self.inner.config.max_client_connections;
+            if admitted {
+                state.client_connections += 1;
+            }
+            admitted
+        };
+        if !admitted {
+            let busy = ClientResponse::Error {
+                code: ErrorCode::Unavailable,
+                message: "too many client connections".to_owned(),
+            };
+            if sender.send(codec::encode(&busy)).is_err() {
+                tracing::debug!(%peer, "client left before the refusal");
+            }
+            return sender.close();
+        }
+        let _slot = ClientSlot {
+            supervisor: self.clone(),
+        };
+        let timeout = self.inner.config.agent_reply_timeout;
+        let frame = {
+            let sleep = self.runtime().sleep(timeout).fuse();
+            let frame = receiver.recv().fuse();
+            futures::pin_mut!(sleep, frame);
+            futures::select_biased! {
+                frame = frame => frame,
+                () = sleep => {
+                    tracing::info!(%peer, "client sent no call in time");
+                    return sender.close();
+                }
+            }
+        };
+        let Ok(frame) = frame else {
+            return;
+        };
+        let response = match codec::decode::<ClientCall>(&frame) {
+            Ok(call) => match self.authenticate_user(&call.token) {
+                Some(user) => self.handle_client(&user, call.request).await,
+                None => refusal(ErrorCode::Unauthorized, "no valid token".to_owned()),
+            },
+            Err(error @ CodecError::TooLarge { .. }) => {
+                refusal(ErrorCode::TooLarge, error.to_string())
+            }
+            Err(error) => {
+                tracing::info!(%peer, %error, "malformed client call");
+                refusal(ErrorCode::BadRequest, error.to_string())
+            }
+        };
+        if let Err(error) = sender.send(codec::encode(&response)) {
+            tracing::info!(%peer, %error, "client left before the answer");
+        }
+        sender.close();
+    }
+}
+
+fn refusal(code: ErrorCode, message: String) -> ClientResponse {
+    ClientResponse::Error { code, message }
+}
