@@ -1,0 +1,284 @@
+//! Virtual time: the event queue, timers and each node's clock.
+//!
+//! There is one global virtual clock (nanoseconds since the start of the
+//! run). It advances by the cost of each poll and, when nothing is ready,
+//! jumps to the next event. Everything that happens at a time (a timer, a
+//! network delivery, the end of a stall, a planned fault) is an [`Event`] in
+//! one [`EventQueue`] ordered by `(time, sequence)`, so simultaneous events
+//! happen in the order they were scheduled, in every run.
+//!
+//! A node reads the global clock through its [`NodeClock`]: shifted by the
+//! node's skew, and never going backwards.
+
+use std::collections::BTreeMap;
+use std::task::Waker;
+
+use faultline_core::runtime::Instant;
+
+use crate::ids::NodeId;
+use crate::net::Delivery;
+
+/// Where an event sits in the queue: its global time and a sequence number
+/// unique over the run.
+pub(crate) type EventKey = (u64, u64);
+
+/// Something that happens at a virtual time.
+pub(crate) enum Event {
+    /// A timer of [`Timers`] is due.
+    Timer(u64),
+    /// A frame, close, reset or connection message reaches its destination.
+    Deliver(Delivery),
+    /// A node's stall may be over (it is, unless it was extended).
+    StallEnd(NodeId),
+    /// The planned fault with this index is due.
+    Fault(usize),
+}
+
+/// All pending events, in time order.
+#[derive(Default)]
+pub(crate) struct EventQueue {
+    queue: BTreeMap<EventKey, Event>,
+    /// Next sequence number. Invariant: larger than every key's sequence.
+    sequence_next: u64,
+}
+
+impl EventQueue {
+    /// Schedule `event` at `at`, after every event already scheduled at the
+    /// same time.
+    pub fn schedule(&mut self, at: Instant, event: Event) -> EventKey {
+        let key = (at.as_nanos(), self.sequence_next);
+        self.sequence_next += 1;
+        self.queue.insert(key, event);
+        key
+    }
+
+    /// Move the event at `key` to time `at`, keeping its sequence number (so
+    /// it keeps its place among events created around it).
+    pub fn reschedule(&mut self, key: EventKey, at: Instant) -> EventKey {
+        let event = self
+            .queue
+            .remove(&key)
+            .expect("reschedule precondition: the event is pending");
+        let moved = (at.as_nanos(), key.1);
+        self.queue.insert(moved, event);
+        moved
+    }
+
+    /// Remove the event at `key`, if still pending.
+    pub fn cancel(&mut self, key: EventKey) -> Option<Event> {
+        self.queue.remove(&key)
+    }
+
+    /// When the next event is due.
+    pub fn next_time(&self) -> Option<Instant> {
+        self.queue
+            .first_key_value()
+            .map(|((nanos, _), _)| Instant::from_nanos(*nanos))
+    }
+
+    /// Remove and return the next event if it is due at or before `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Event> {
+        let entry = self.queue.first_entry()?;
+        if entry.key().0 > now.as_nanos() {
+            return None;
+        }
+        Some(entry.remove())
+    }
+
+    /// Every pending event, in order (for teardown).
+    pub fn drain(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.queue).into_values().collect()
+    }
+}
+
+/// One node's view of the global clock: `max(floor, global + offset)`.
+///
+/// A skew step changes `offset`; `floor` is the node's reading at that
+/// moment, so a step backwards freezes the node's clock until the global
+/// clock catches up instead of making it go backwards.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct NodeClock {
+    /// Offset from the global clock, in nanoseconds.
+    offset_nanos: i64,
+    /// The node's clock never reads less than this.
+    floor_nanos: u64,
+}
+
+impl NodeClock {
+    /// The node's reading when the global clock reads `global`.
+    pub fn local(&self, global: Instant) -> Instant {
+        let shifted = global.as_nanos().saturating_add_signed(self.offset_nanos);
+        Instant::from_nanos(shifted.max(self.floor_nanos))
+    }
+
+    /// The earliest global time, not before `now`, at which the node's
+    /// clock reads at least `local_deadline`.
+    pub fn global_for(&self, local_deadline: Instant, now: Instant) -> Instant {
+        if local_deadline <= self.local(now) {
+            return now;
+        }
+        let global = local_deadline
+            .as_nanos()
+            .saturating_add_signed(self.offset_nanos.saturating_neg());
+        Instant::from_nanos(global.max(now.as_nanos()))
+    }
+
+    /// Set the offset to `offset_nanos` at global time `now`, keeping the
+    /// clock monotone.
+    pub fn set_offset(&mut self, offset_nanos: i64, now: Instant) {
+        self.floor_nanos = self.local(now).as_nanos();
+        self.offset_nanos = offset_nanos;
+    }
+
+    /// The current offset.
+    pub fn offset_nanos(&self) -> i64 {
+        self.offset_nanos
+    }
+}
+
+/// A timer created by `Runtime::sleep`.
+pub(crate) struct Timer {
+    /// The node whose clock the deadline is on.
+    pub node: NodeId,
+    /// The deadline on the node's clock.
+    pub local_deadline: Instant,
+    /// The timer's event, while it has not fired.
+    pub key: EventKey,
+    /// Who to wake when it fires.
+    pub waker: Option<Waker>,
+    /// Whether the deadline has passed.
+    pub fired: bool,
+}
+
+/// Every live timer, by id.
+#[derive(Default)]
+pub(crate) struct Timers {
+    pub entries: BTreeMap<u64, Timer>,
+    /// Next timer id. Invariant: larger than every id in `entries`.
+    pub id_next: u64,
+}
+
+impl Timers {
+    /// Register a timer of `node` due at `local_deadline` on its clock.
+    pub fn create(
+        &mut self,
+        events: &mut EventQueue,
+        node: NodeId,
+        clock: &NodeClock,
+        local_deadline: Instant,
+        now: Instant,
+    ) -> u64 {
+        let id = self.id_next;
+        self.id_next += 1;
+        let key = events.schedule(clock.global_for(local_deadline, now), Event::Timer(id));
+        self.entries.insert(
+            id,
+            Timer {
+                node,
+                local_deadline,
+                key,
+                waker: None,
+                fired: false,
+            },
+        );
+        id
+    }
+
+    /// The timer's event came due: mark it fired and wake its task.
+    pub fn fire(&mut self, id: u64) {
+        let timer = self
+            .entries
+            .get_mut(&id)
+            .expect("a timer's event is cancelled when the timer is dropped");
+        timer.fired = true;
+        if let Some(waker) = timer.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Forget a timer (its future was dropped), cancelling its event.
+    pub fn remove(&mut self, events: &mut EventQueue, id: u64) {
+        if let Some(timer) = self.entries.remove(&id) {
+            if !timer.fired {
+                events.cancel(timer.key);
+            }
+        }
+    }
+
+    /// The node's clock changed: move its pending timers to the global
+    /// times at which their local deadlines now fall.
+    pub fn rekey_node(
+        &mut self,
+        events: &mut EventQueue,
+        node: NodeId,
+        clock: &NodeClock,
+        now: Instant,
+    ) {
+        for timer in self.entries.values_mut() {
+            if timer.node == node && !timer.fired {
+                let at = clock.global_for(timer.local_deadline, now);
+                timer.key = events.reschedule(timer.key, at);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_come_out_in_time_then_schedule_order() {
+        let mut queue = EventQueue::default();
+        queue.schedule(Instant::from_millis(5), Event::StallEnd(NodeId(0)));
+        queue.schedule(Instant::from_millis(1), Event::StallEnd(NodeId(1)));
+        queue.schedule(Instant::from_millis(5), Event::StallEnd(NodeId(2)));
+        let mut order = Vec::new();
+        while let Some(Event::StallEnd(node)) = queue.pop_due(Instant::from_millis(10)) {
+            order.push(node.0);
+        }
+        assert_eq!(order, vec![1, 0, 2]);
+    }
+
+    #[test]
+    fn events_not_yet_due_stay_queued() {
+        let mut queue = EventQueue::default();
+        queue.schedule(Instant::from_millis(5), Event::StallEnd(NodeId(0)));
+        assert!(queue.pop_due(Instant::from_millis(4)).is_none());
+        assert_eq!(queue.next_time(), Some(Instant::from_millis(5)));
+    }
+
+    #[test]
+    fn a_backward_skew_freezes_the_node_clock_instead_of_reversing_it() {
+        let mut clock = NodeClock::default();
+        clock.set_offset(-2_000_000_000, Instant::from_millis(10_000));
+        assert_eq!(
+            clock.local(Instant::from_millis(10_000)),
+            Instant::from_millis(10_000)
+        );
+        assert_eq!(
+            clock.local(Instant::from_millis(11_000)),
+            Instant::from_millis(10_000)
+        );
+        assert_eq!(
+            clock.local(Instant::from_millis(13_000)),
+            Instant::from_millis(11_000)
+        );
+    }
+
+    #[test]
+    fn a_forward_skew_brings_local_deadlines_closer() {
+        let mut clock = NodeClock::default();
+        let now = Instant::from_millis(1_000);
+        assert_eq!(
+            clock.global_for(Instant::from_millis(5_000), now),
+            Instant::from_millis(5_000)
+        );
+        clock.set_offset(3_000_000_000, now);
+        assert_eq!(
+            clock.global_for(Instant::from_millis(5_000), now),
+            Instant::from_millis(2_000)
+        );
+        assert_eq!(clock.global_for(Instant::from_millis(3_000), now), now);
+    }
+}

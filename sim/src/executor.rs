@@ -1,0 +1,176 @@
+//! The executor: the owner's side of tasks. It takes woken runnables from
+//! the inbox, hands their ids to the scheduler, polls the one the scheduler
+//! picks, parks tasks of stalled nodes, and drops the tasks of killed
+//! nodes.
+//!
+//! Invariants:
+//! * `runnables` holds exactly the tasks in the scheduler's ready set plus
+//!   the parked ones; a task id is in at most one of the two;
+//! * a runnable is never run or dropped while the world lock is held;
+//! * `incarnations[node]` is the node's live incarnation, `None` while it
+//!   is killed: a runnable of another incarnation is dropped unpolled.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_task::Runnable;
+use faultline_core::runtime::Instant;
+use rand::Rng;
+
+use crate::choices::SimRng;
+use crate::config::PollCost;
+use crate::ids::{NodeId, TaskId};
+use crate::scheduler::Scheduler;
+use crate::task::TaskMeta;
+use crate::trace::hash::Fingerprint;
+use crate::trace::PollRecord;
+use crate::world::Shared;
+
+pub(crate) struct Executor {
+    pub scheduler: Box<dyn Scheduler>,
+    runnables: BTreeMap<TaskId, Runnable<TaskMeta>>,
+    /// Ready tasks of stalled nodes, in the order they were parked.
+    parked: BTreeMap<NodeId, Vec<TaskId>>,
+    /// Reused buffer for the inbox.
+    woken: Vec<Runnable<TaskMeta>>,
+    pub incarnations: Vec<Option<u32>>,
+    timing_rng: SimRng,
+    poll_cost: PollCost,
+    /// Polls so far.
+    pub polls: u64,
+    /// Every poll's time and task, folded.
+    pub poll_fingerprint: Fingerprint,
+    /// Every poll, when the trace keeps them.
+    pub poll_records: Option<Vec<PollRecord>>,
+}
+
+impl Executor {
+    pub fn new(
+        scheduler: Box<dyn Scheduler>,
+        timing_rng: SimRng,
+        poll_cost: PollCost,
+        keep_polls: bool,
+    ) -> Executor {
+        Executor {
+            scheduler,
+            runnables: BTreeMap::new(),
+            parked: BTreeMap::new(),
+            woken: Vec::new(),
+            incarnations: Vec::new(),
+            timing_rng,
+            poll_cost,
+            polls: 0,
+            poll_fingerprint: Fingerprint::new(),
+            poll_records: keep_polls.then(Vec::new),
+        }
+    }
+
+    /// Move woken tasks from the inbox to the scheduler; drop those of a
+    /// killed incarnation. Must be called without the world lock.
+    pub fn absorb(&mut self, shared: &Shared) {
+        let mut woken = std::mem::take(&mut self.woken);
+        shared.take_ready(&mut woken);
+        let mut stale = Vec::new();
+        for runnable in woken.drain(..) {
+            let meta = *runnable.metadata();
+            if self.incarnations[meta.node.index()] != Some(meta.incarnation) {
+                stale.push(runnable);
+                continue;
+            }
+            let previous = self.runnables.insert(meta.id, runnable);
+            assert!(
+                previous.is_none(),
+                "async-task keeps at most one runnable per task"
+            );
+            self.scheduler.push(meta.id);
+        }
+        self.woken = woken;
+        // Dropping a runnable drops its future, which may lock the world.
+        drop(stale);
+    }
+
+    /// The next task to poll, parking tasks of stalled nodes on the way.
+    pub fn pick(&mut self, is_stalled: impl Fn(NodeId) -> bool) -> Option<Runnable<TaskMeta>> {
+        loop {
+            let id = self.scheduler.pop()?;
+            let node = self
+                .runnables
+                .get(&id)
+                .expect("the scheduler only holds tasks with a runnable")
+                .metadata()
+                .node;
+            if is_stalled(node) {
+                self.parked.entry(node).or_default().push(id);
+                continue;
+            }
+            return Some(self.runnables.remove(&id).expect("looked up above"));
+        }
+    }
+
+    /// The virtual time the next poll costs.
+    pub fn draw_poll_cost(&mut self) -> Duration {
+        let PollCost { min, max } = self.poll_cost;
+        if min == max {
+            return min;
+        }
+        let span = u64::try_from((max - min).as_nanos()).unwrap_or(u64::MAX);
+        min + Duration::from_nanos(self.timing_rng.gen_range(0..=span))
+    }
+
+    /// Fold a poll into the fingerprint (and keep it, if asked).
+    pub fn note_poll(&mut self, time: Instant, cost: Duration, meta: TaskMeta) {
+        self.polls += 1;
+        self.poll_fingerprint.write_u64(time.as_nanos());
+        self.poll_fingerprint.write_u64(meta.id.as_u64());
+        if let Some(records) = &mut self.poll_records {
+            records.push(PollRecord {
+                time,
+                cost,
+                node: meta.node,
+                task: meta.id,
+            });
+        }
+    }
+
+    /// The stall of `node` is over: its parked tasks are ready again, in
+    /// the order they were parked.
+    pub fn unpark(&mut self, node: NodeId) {
+        for id in self.parked.remove(&node).unwrap_or_default() {
+            self.scheduler.push(id);
+        }
+    }
+
+    /// Take the runnables of `tasks` (of a killed node) out of the ready
+    /// set and the parked lists; the caller drops them without the lock.
+    pub fn withdraw(&mut self, node: NodeId, tasks: &[TaskId]) -> Vec<Runnable<TaskMeta>> {
+        let parked = self.parked.remove(&node).unwrap_or_default();
+        let mut taken = Vec::new();
+        for id in tasks {
+            if let Some(runnable) = self.runnables.remove(id) {
+                if !parked.contains(id) {
+                    self.scheduler.withdraw(*id);
+                }
+                taken.push(runnable);
+            }
+            self.scheduler.retire(*id);
+        }
+        taken
+    }
+
+    /// Whether `task` is ready (woken and absorbed) or parked.
+    pub fn is_runnable(&self, task: TaskId) -> bool {
+        self.runnables.contains_key(&task)
+    }
+
+    /// Whether `task` is parked on a stalled node.
+    pub fn is_parked(&self, task: TaskId) -> bool {
+        self.parked.values().any(|parked| parked.contains(&task))
+    }
+
+    /// Take everything out, for teardown.
+    pub fn drain(&mut self) -> Vec<Runnable<TaskMeta>> {
+        self.parked.clear();
+        while self.scheduler.pop().is_some() {}
+        std::mem::take(&mut self.runnables).into_values().collect()
+    }
+}

@@ -1,0 +1,102 @@
+//! The uniformly random scheduler.
+
+use rand::Rng;
+
+use super::Scheduler;
+use crate::choices::SimRng;
+use crate::ids::TaskId;
+
+/// Polls a uniformly random ready task at every step.
+pub struct RandomScheduler {
+    /// The ready set, in no meaningful order (removal swaps the last entry
+    /// in). Invariant: no duplicates.
+    ready: Vec<TaskId>,
+    rng: SimRng,
+}
+
+impl RandomScheduler {
+    /// An empty scheduler drawing from `rng`.
+    pub fn new(rng: SimRng) -> RandomScheduler {
+        RandomScheduler {
+            ready: Vec::new(),
+            rng,
+        }
+    }
+}
+
+impl Scheduler for RandomScheduler {
+    fn describe(&self) -> String {
+        "random".to_owned()
+    }
+
+    fn push(&mut self, task: TaskId) {
+        debug_assert!(!self.ready.contains(&task), "{task} pushed twice");
+        self.ready.push(task);
+    }
+
+    fn pop(&mut self) -> Option<TaskId> {
+        match self.ready.len() {
+            0 => None,
+            1 => self.ready.pop(),
+            len => {
+                let index = self.rng.gen_range(0..len);
+                Some(self.ready.swap_remove(index))
+            }
+        }
+    }
+
+    fn withdraw(&mut self, task: TaskId) {
+        let index = self
+            .ready
+            .iter()
+            .position(|ready| *ready == task)
+            .expect("withdraw precondition: the task is ready");
+        self.ready.swap_remove(index);
+    }
+
+    fn len(&self) -> usize {
+        self.ready.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::choices::{Choices, Purpose};
+
+    fn order(seed: u64) -> Vec<TaskId> {
+        let mut scheduler = RandomScheduler::new(Choices::new(seed).stream(Purpose::Schedule));
+        for id in 1..=6 {
+            scheduler.push(TaskId(id));
+        }
+        std::iter::from_fn(|| scheduler.pop()).collect()
+    }
+
+    #[test]
+    fn pops_every_ready_task_once() {
+        let mut popped = order(1);
+        popped.sort();
+        assert_eq!(popped, (1..=6).map(TaskId).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn order_depends_on_the_seed_only() {
+        assert_eq!(order(5), order(5));
+        let distinct: std::collections::BTreeSet<Vec<TaskId>> = (0..20).map(order).collect();
+        assert!(
+            distinct.len() > 10,
+            "only {} orders in 20 seeds",
+            distinct.len()
+        );
+    }
+
+    #[test]
+    fn withdrawn_tasks_are_not_popped() {
+        let mut scheduler = RandomScheduler::new(Choices::new(1).stream(Purpose::Schedule));
+        scheduler.push(TaskId(1));
+        scheduler.push(TaskId(2));
+        scheduler.withdraw(TaskId(1));
+        assert_eq!(scheduler.pop(), Some(TaskId(2)));
+        assert_eq!(scheduler.pop(), None);
+    }
+}
