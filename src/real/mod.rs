@@ -9,7 +9,7 @@
 //! * [`client`]: the HTTP client the CLI uses;
 //! * [`config`]: the `serve` configuration file;
 //! * [`datadir`]: the data directory (tokens, URL) and [`store`], the seam
-//!   where the job store is opened;
+//!   where the job store is opened; [`sqlite`], the SQLite job store;
 //! * [`local_agents`]: agents started by `serve --local-agents`;
 //! * [`logging`]: the tracing subscriber.
 
@@ -23,4 +23,6 @@ pub mod logging;
 pub mod store;
 #[allow(dead_code)] // parts of the runtime are only reached from its tests
 pub mod runtime;
+#[allow(dead_code)] // wired into `serve` through the store seam
+pub mod sqlite;
 pub mod ws;
