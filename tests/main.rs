@@ -2,4 +2,8 @@
 //! Each module under `tests/` covers one area; `support/` holds shared helpers.
 
 mod cli;
+mod e2e;
+mod e2e_agents;
+mod e2e_local;
+mod e2e_security;
 mod support;

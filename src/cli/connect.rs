@@ -37,19 +37,33 @@ pub fn client(args: &ServerArgs) -> anyhow::Result<Client> {
         Some(dir) => dir.read_url().unwrap_or(None),
         None => None,
     };
+    let read_local_token = || match &local {
+        Some(dir) => dir.read_user_token(),
+        None => Ok(None),
+    };
+    let (url, token) = choose(args, local_url, read_local_token)?;
+    Client::new(&url, token).map_err(|error| exit::usage(error.to_string()))
+}
+
+/// The URL and token to use, given the flags and what the local data
+/// directory holds. The local token is read only when it will be sent to
+/// the local supervisor.
+fn choose<E>(
+    args: &ServerArgs,
+    local_url: Option<String>,
+    read_local_token: impl FnOnce() -> Result<Option<String>, E>,
+) -> Result<(String, Option<String>), E> {
     let url = args
         .url
         .clone()
         .or_else(|| local_url.clone())
         .unwrap_or_else(|| DEFAULT_URL.to_owned());
-    let token = match (&args.token, &local) {
-        (Some(token), _) => Some(token.clone()),
-        (None, Some(dir)) if local_url.as_deref() == Some(url.trim_end_matches('/')) => {
-            dir.read_user_token()?
-        }
-        (None, _) => None,
+    let token = match &args.token {
+        Some(token) => Some(token.clone()),
+        None if local_url.as_deref() == Some(url.trim_end_matches('/')) => read_local_token()?,
+        None => None,
     };
-    Client::new(&url, token).map_err(|error| exit::usage(error.to_string()))
+    Ok((url, token))
 }
 
 /// Send one request on a fresh single-threaded runtime.
@@ -86,5 +100,60 @@ pub fn explain(client: &Client, error: ClientError) -> anyhow::Error {
             exit::usage(error.to_string())
         }
         ErrorCode::LimitExceeded | ErrorCode::Unavailable => anyhow::Error::new(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: Option<&str>, token: Option<&str>) -> ServerArgs {
+        ServerArgs {
+            url: url.map(str::to_owned),
+            token: token.map(str::to_owned),
+        }
+    }
+
+    fn local_token() -> Result<Option<String>, ()> {
+        Ok(Some("local-secret".to_owned()))
+    }
+
+    const LOCAL: &str = "http://127.0.0.1:7123";
+
+    #[test]
+    fn with_no_flags_the_local_supervisor_and_its_token_are_used() {
+        let chosen = choose(&args(None, None), Some(LOCAL.into()), local_token);
+        assert_eq!(
+            chosen,
+            Ok((LOCAL.to_owned(), Some("local-secret".to_owned())))
+        );
+        let chosen = choose(
+            &args(Some("http://127.0.0.1:7123/"), None),
+            Some(LOCAL.into()),
+            local_token,
+        );
+        assert_eq!(
+            chosen.map(|(_, token)| token),
+            Ok(Some("local-secret".to_owned()))
+        );
+    }
+
+    #[test]
+    fn the_local_token_is_never_sent_to_another_server() {
+        let never = || -> Result<Option<String>, ()> { panic!("the local token must not be read") };
+        let chosen = choose(
+            &args(Some("http://elsewhere:7070"), None),
+            Some(LOCAL.into()),
+            never,
+        );
+        assert_eq!(chosen, Ok(("http://elsewhere:7070".to_owned(), None)));
+        let chosen = choose(&args(None, None), None, never);
+        assert_eq!(chosen, Ok((DEFAULT_URL.to_owned(), None)));
+    }
+
+    #[test]
+    fn an_explicit_token_wins() {
+        let chosen = choose(&args(None, Some("mine")), Some(LOCAL.into()), local_token);
+        assert_eq!(chosen, Ok((LOCAL.to_owned(), Some("mine".to_owned()))));
     }
 }

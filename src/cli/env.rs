@@ -13,7 +13,6 @@ pub const URL: &str = "FAULTLINE_URL";
 /// The user's token for the client commands.
 pub const TOKEN: &str = "FAULTLINE_TOKEN";
 /// The agent's token.
-#[allow(dead_code)] // read by `faultline agent` once it is wired
 pub const AGENT_TOKEN: &str = "FAULTLINE_AGENT_TOKEN";
 /// The data directory.
 pub const DATA: &str = "FAULTLINE_DATA";

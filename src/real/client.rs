@@ -147,20 +147,6 @@ impl Client {
         }
     }
 
-    /// Whether the supervisor answers its health check.
-    pub async fn health(&self) -> Result<(), ClientError> {
-        let (status, body) = self.exchange(Method::GET, "/healthz", Vec::new()).await?;
-        if status == StatusCode::OK {
-            Ok(())
-        } else {
-            Err(ClientError::Malformed {
-                url: self.url.clone(),
-                status: status.as_u16(),
-                detail: String::from_utf8_lossy(&body).into_owned(),
-            })
-        }
-    }
-
     /// One request and its raw answer, within [`REQUEST_TIMEOUT`].
     async fn exchange(
         &self,

@@ -67,11 +67,6 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
 }
 
 impl DataDir {
-    /// The data directory at `path`.
-    pub fn at(path: impl Into<PathBuf>) -> DataDir {
-        DataDir { path: path.into() }
-    }
-
     /// `explicit` if given, else `$FAULTLINE_DATA`, else
     /// `$XDG_DATA_HOME/faultline`, else `~/.local/share/faultline`.
     pub fn resolve(explicit: Option<&Path>) -> Result<DataDir, DataDirError> {
@@ -201,7 +196,7 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("faultline-datadir-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
-        DataDir::at(path)
+        DataDir::resolve(Some(&path)).expect("explicit path")
     }
 
     #[test]

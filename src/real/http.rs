@@ -37,6 +37,7 @@ use faultline_core::codec;
 use faultline_core::protocol::{ClientRequest, ClientResponse, ErrorCode, JobId, SubmitRequest};
 use faultline_core::runtime::{BoxFuture, Connection, MAX_FRAME_BYTES};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::ws;
 
@@ -194,7 +195,27 @@ async fn call(state: &AppState, user: String, request: ClientRequest) -> Respons
         tracing::warn!(%user, "too many requests in flight, refusing one");
         return error(ErrorCode::Unavailable, "too many requests in flight; retry");
     };
-    respond(&state.backend.handle_client(user, request).await)
+    let span = tracing::info_span!("client", %user, request = request_name(&request));
+    let response = state
+        .backend
+        .handle_client(user, request)
+        .instrument(span.clone())
+        .await;
+    if let ClientResponse::Error { code, message } = &response {
+        span.in_scope(|| tracing::info!(?code, %message, "request refused"));
+    }
+    respond(&response)
+}
+
+/// A request's name, for logs.
+fn request_name(request: &ClientRequest) -> &'static str {
+    match request {
+        ClientRequest::Submit(_) => "submit",
+        ClientRequest::Status { .. } => "status",
+        ClientRequest::Cancel { .. } => "cancel",
+        ClientRequest::List => "list",
+        ClientRequest::Overview => "overview",
+    }
 }
 
 fn body_error(rejection: &BytesRejection) -> Response {
@@ -539,7 +560,6 @@ mod tests {
         tokio::spawn(serve(listener, app, std::future::pending()));
         let url = format!("http://{addr}");
         let client = super::super::client::Client::new(&url, Some("secret".into())).expect("url");
-        client.health().await.expect("healthy");
         let response = client
             .call(&ClientRequest::Status {
                 job: JobId("j-1".into()),

@@ -13,16 +13,17 @@
 //! * [`local_agents`]: agents started by `serve --local-agents`;
 //! * [`logging`]: the tracing subscriber.
 
+pub mod backend;
 pub mod client;
 pub mod config;
 pub mod datadir;
 pub mod http;
 #[allow(dead_code)] // parts of the launcher are only reached from its tests
 pub mod launcher;
+pub mod local_agents;
 pub mod logging;
-pub mod store;
 #[allow(dead_code)] // parts of the runtime are only reached from its tests
 pub mod runtime;
-#[allow(dead_code)] // wired into `serve` through the store seam
 pub mod sqlite;
+pub mod store;
 pub mod ws;

@@ -230,6 +230,18 @@ where
                 Some(Ok(message)) => message,
                 Some(Err(error)) => {
                     let detail = error.to_string();
+                    if detail.contains("without closing handshake") {
+                        // The peer vanished (killed, network gone): not a violation.
+                        tracing::debug!(peer = %self.shared.peer, "connection reset by the peer");
+                        self.shared.end(RESET);
+                        self.ended = Some(NetError::Reset);
+                        return Err(NetError::Reset);
+                    }
+                    if detail.contains("Message too long")
+                        || detail.contains("Space limit exceeded")
+                    {
+                        return Err(self.refuse(CLOSE_TOO_BIG, "frame too large", &detail));
+                    }
                     return Err(self.refuse(CLOSE_PROTOCOL_ERROR, "transport error", &detail));
                 }
                 None => {

@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests.
 
+pub mod cluster;
+pub mod http;
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -12,7 +12,8 @@
 //! * [`clients`]: `handle_client` (submit, status, cancel, list, overview);
 //! * [`dispatch`]: the op task of each run (slots, agent, dispatch, timers);
 //! * [`settle`]: how runs end, kills, and the max-run timer;
-//! * [`agent_link`]: one agent connection from hello to end, reconciliation;
+//! * [`agent_link`]: one agent connection from hello to end;
+//! * [`reconcile`]: an agent's hello against what the supervisor believes it runs;
 //! * [`monitor`]: agent liveness and restart recovery;
 //! * [`snapshot`]: the state as data, for tests, oracles and the overview;
 //! * [`net`]: accept loops over [`Net`] (the simulator's clients and agents).
@@ -23,8 +24,11 @@
 mod agent_link;
 mod clients;
 mod dispatch;
+#[cfg(all(test, feature = "flaws"))]
+mod flaw_tests;
 mod monitor;
 mod net;
+mod reconcile;
 mod settle;
 mod snapshot;
 mod state;

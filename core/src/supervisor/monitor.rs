@@ -79,17 +79,7 @@ impl Supervisor {
         if let Some(sender) = sender {
             sender.close();
         }
-        let sessions: Vec<(String, u64)> = state
-            .sessions
-            .keys()
-            .filter(|(name, _)| *name == agent.0)
-            .cloned()
-            .collect();
-        for key in sessions {
-            if let Some(ended) = state.sessions.remove(&key) {
-                ended.notify_one();
-            }
-        }
+        super::agent_link::end_sessions(state, agent);
         for ((job, run), agent_run) in runs {
             let Some(op) = agent_run
                 .op

@@ -25,7 +25,7 @@ use crate::agents::{AgentRunPhase, Link};
 use crate::codec;
 use crate::duration::format_duration;
 use crate::flaws::Flaw;
-use crate::ops::{KillReason, OpId, OpPhase};
+use crate::ops::{KillReason, Op, OpId, OpPhase};
 use crate::protocol::{ExitInfo, JobId, JobStatus, RunId, SupervisorMessage};
 use crate::runtime::Instant;
 
@@ -80,81 +80,79 @@ impl Supervisor {
             .record
             .open_run()
             .is_some_and(|open| open.started_at.is_some());
-        let (status, reason, outcome) = match end {
-            RunEnd::Exited(exit) => {
-                let status = exit_status(&exit, current.kill);
-                let reason = match (status, current.kill) {
-                    (JobStatus::Completed, _) => describe_exit(&exit),
-                    (_, Some(kill)) => {
-                        format!("killed ({}): {}", kill.as_str(), describe_exit(&exit))
-                    }
-                    _ => describe_exit(&exit),
-                };
-                let job = state.job_mut(&job_id);
-                if job.record.status == JobStatus::Pending
-                    && (exit.code.is_some() || exit.signal.is_some())
-                {
-                    if let Some(open) = job.record.open_run_mut() {
-                        open.started_at = Some(now);
-                    }
-                    self.set_status(
-                        job,
-                        JobStatus::Running,
-                        now,
-                        "started (reported with its end)",
-                    );
+        if matches!(end, RunEnd::Gone) && !started {
+            return self.end_undelivered(state, op, now);
+        }
+        if matches!(end, RunEnd::Exited(_) | RunEnd::Gone) {
+            remove_agent_run(state, &agent, &job_id, run);
+        }
+        if let RunEnd::Exited(exit) = &end {
+            let job = state.job_mut(&job_id);
+            job.record.exit = Some(exit.clone());
+            if job.record.status == JobStatus::Pending
+                && (exit.code.is_some() || exit.signal.is_some())
+            {
+                if let Some(open) = job.record.open_run_mut() {
+                    open.started_at = Some(now);
                 }
-                job.record.exit = Some(exit);
-                remove_agent_run(state, &agent, &job_id, run);
-                (status, reason, status.as_str().to_owned())
-            }
-            RunEnd::KillUnconfirmed => {
-                let kill = current.kill.expect("a killing op names its kill");
-                let timeout = format_duration(self.inner.config.agent_reply_timeout);
-                let reason = format!(
-                    "{}: kill not confirmed by agent {agent} within {timeout}",
-                    kill.as_str()
+                self.set_status(
+                    job,
+                    JobStatus::Running,
+                    now,
+                    "started (reported with its end)",
                 );
-                (kill.status(), reason, "kill unconfirmed".to_owned())
             }
-            RunEnd::AgentLost(reason) => match current.kill {
-                Some(kill) => (
-                    kill.status(),
-                    format!("{}: {reason}", kill.as_str()),
-                    "agent lost".to_owned(),
-                ),
-                None => (JobStatus::Lost, reason, "agent lost".to_owned()),
-            },
-            RunEnd::Gone if started => {
-                remove_agent_run(state, &agent, &job_id, run);
-                let reason = format!("agent {agent} came back without run {run}");
-                match current.kill {
-                    Some(kill) => (
-                        kill.status(),
-                        format!("{}: {reason}", kill.as_str()),
-                        "gone".to_owned(),
-                    ),
-                    None => (JobStatus::Lost, reason, "gone".to_owned()),
-                }
-            }
-            RunEnd::Gone => return self.end_undelivered(state, op, now),
-            RunEnd::RecoveryExpired => {
-                let grace = format_duration(self.inner.config.recovery_grace);
-                let reason =
-                    format!("agent {agent} did not return within the recovery grace of {grace}");
-                (JobStatus::Lost, reason, "recovery expired".to_owned())
-            }
-            RunEnd::Abandoned => (
-                JobStatus::Failed,
-                "its op exceeded the step bound (a supervisor bug)".to_owned(),
-                "abandoned".to_owned(),
-            ),
-        };
+        }
+        let (status, reason, outcome) = self.judge(&current, end);
         let job = state.job_mut(&job_id);
         let closed = job.record.close_run(run, now, &outcome);
         assert!(closed, "job {job_id}: settled run {run} is its open run");
         self.set_status(job, status, now, &reason);
         self.finish_op(state, op, now, &outcome);
+    }
+
+    /// The status, reason and run outcome `end` gives op `op`'s job. A kill
+    /// in flight decides the status of any end the process did not report.
+    fn judge(&self, op: &Op, end: RunEnd) -> (JobStatus, String, String) {
+        let agent = op.agent.as_ref().expect("a run-bearing op names its agent");
+        let run = op.run.expect("a run-bearing op names its run");
+        let (unreported, outcome) = match end {
+            RunEnd::Exited(exit) => {
+                let status = exit_status(&exit, op.kill);
+                let reason = match (status, op.kill) {
+                    (JobStatus::Completed, _) | (_, None) => describe_exit(&exit),
+                    (_, Some(kill)) => {
+                        format!("killed ({}): {}", kill.as_str(), describe_exit(&exit))
+                    }
+                };
+                return (status, reason, status.as_str().to_owned());
+            }
+            RunEnd::Abandoned => {
+                let reason = "its op exceeded the step bound (a supervisor bug)";
+                return (JobStatus::Failed, reason.to_owned(), "abandoned".to_owned());
+            }
+            RunEnd::KillUnconfirmed => {
+                let timeout = format_duration(self.inner.config.agent_reply_timeout);
+                let reason = format!("kill not confirmed by agent {agent} within {timeout}");
+                (reason, "kill unconfirmed")
+            }
+            RunEnd::AgentLost(reason) => (reason, "agent lost"),
+            RunEnd::Gone => (format!("agent {agent} came back without run {run}"), "gone"),
+            RunEnd::RecoveryExpired => {
+                let grace = format_duration(self.inner.config.recovery_grace);
+                let reason =
+                    format!("agent {agent} did not return within the recovery grace of {grace}");
+                (reason, "recovery expired")
+            }
+        };
+        match op.kill {
+            Some(kill) => (
+                kill.status(),
+                format!("{}: {unreported}", kill.as_str()),
+                outcome.to_owned(),
+            ),
+            None => (JobStatus::Lost, unreported, outcome.to_owned()),
+        }
     }
 
     /// The agent never got the run: cancel, fail or queue the job again.

@@ -76,40 +76,60 @@ impl TestRuntime {
     /// Run every ready task until none is ready.
     pub(crate) fn run_until_idle(&self) {
         for _ in 0..STEPS_MAX {
-            let next = {
-                let mut scheduler = self.lock();
-                let Some(id) = scheduler.ready.pop_front() else {
-                    return;
-                };
-                scheduler.queued.remove(&id);
-                let future = scheduler
-                    .tasks
-                    .get_mut(&id)
-                    .and_then(|task| task.future.take());
-                future.map(|future| (id, future))
-            };
-            let Some((id, mut future)) = next else {
-                continue;
-            };
-            let waker = Waker::from(Arc::new(TaskWaker {
-                id,
-                scheduler: self.scheduler.clone(),
-            }));
-            let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
-            let mut scheduler = self.lock();
-            let Some(task) = scheduler.tasks.get_mut(&id) else {
-                continue;
-            };
-            match poll {
-                Poll::Ready(()) => {
-                    task.outcome = Some(TaskOutcome::Completed);
-                    task.joiners.drain(..).for_each(Waker::wake);
-                }
-                Poll::Pending if task.outcome.is_none() => task.future = Some(future),
-                Poll::Pending => {}
+            if !self.run_one() {
+                return;
             }
         }
         panic!("test executor: more than {STEPS_MAX} steps without going idle");
+    }
+
+    /// Poll the first ready task once. Returns false if none was ready.
+    pub(crate) fn run_one(&self) -> bool {
+        let next = {
+            let mut scheduler = self.lock();
+            let Some(id) = scheduler.ready.pop_front() else {
+                return false;
+            };
+            scheduler.queued.remove(&id);
+            let future = scheduler
+                .tasks
+                .get_mut(&id)
+                .and_then(|task| task.future.take());
+            future.map(|future| (id, future))
+        };
+        let Some((id, mut future)) = next else {
+            return true;
+        };
+        let waker = Waker::from(Arc::new(TaskWaker {
+            id,
+            scheduler: self.scheduler.clone(),
+        }));
+        let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
+        let mut scheduler = self.lock();
+        let Some(task) = scheduler.tasks.get_mut(&id) else {
+            return true;
+        };
+        match poll {
+            Poll::Ready(()) => {
+                task.outcome = Some(TaskOutcome::Completed);
+                task.joiners.drain(..).for_each(Waker::wake);
+            }
+            Poll::Pending if task.outcome.is_none() => task.future = Some(future),
+            Poll::Pending => {}
+        }
+        true
+    }
+
+    /// Names of the tasks ready to run, in order.
+    // Only the flaw tests interleave by hand.
+    #[cfg_attr(not(feature = "flaws"), allow(dead_code))]
+    pub(crate) fn ready_tasks(&self) -> Vec<String> {
+        let scheduler = self.lock();
+        scheduler
+            .ready
+            .iter()
+            .filter_map(|id| scheduler.tasks.get(id).map(|task| task.name.clone()))
+            .collect()
     }
 
     /// Let `duration` of virtual time pass, firing timers in order.

@@ -212,11 +212,9 @@ pub(super) struct FakeAgent {
 }
 
 impl FakeAgent {
-    pub(super) fn send(&self, message: &AgentMessage) {
-        self.connection
-            .sender
-            .send(codec::encode(message))
-            .expect("test connection open");
+    /// Send `message`; returns false if the connection is over.
+    pub(super) fn send(&self, message: &AgentMessage) -> bool {
+        self.connection.sender.send(codec::encode(message)).is_ok()
     }
 
     /// Every message the supervisor sent so far; `Err` once closed.
