@@ -333,6 +333,8 @@ impl Supervisor {
             }
             _ => tracing::info!(%job, run, "late report of a settled run: the run is over"),
         }
+        // The agent has room again.
+        self.assign_agents(state, now);
     }
 
     /// [`Flaw::UseAfterDestroy`]: apply a late report to the op it named.

@@ -104,7 +104,7 @@ impl Supervisor {
         let _slot = ClientSlot {
             supervisor: self.clone(),
         };
-        let timeout = self.inner.config.agent_reply_timeout;
+        let timeout = self.inner.config.agent_hello_timeout;
         let frame = {
             let sleep = self.runtime().sleep(timeout).fuse();
             let frame = receiver.recv().fuse();
