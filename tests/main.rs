@@ -6,4 +6,5 @@ mod e2e;
 mod e2e_agents;
 mod e2e_local;
 mod e2e_security;
+mod sim;
 mod support;

@@ -447,7 +447,7 @@ impl Sim {
     /// kills that follow; what the disk holds is kept.
     pub fn set_disk(&mut self, node: NodeId, config: DiskConfig) -> Result<(), DiskError> {
         config.validate()?;
-        self.shared.world().disks.state(node).config = config;
+        self.world().disks.state(node).config = config;
         Ok(())
     }
 
@@ -459,7 +459,7 @@ impl Sim {
     /// What `node`'s disk holds durably (what a kill now would leave,
     /// before torn writes and [`CrashLoss::UnsyncedTail`] survivors).
     pub fn disk_durable(&self, node: NodeId) -> BTreeMap<String, Vec<u8>> {
-        let world = self.shared.world();
+        let world = self.world();
         world
             .disks
             .by_node
@@ -470,7 +470,7 @@ impl Sim {
 
     /// What `node`'s disk did so far.
     pub fn disk_stats(&self, node: NodeId) -> DiskStats {
-        let world = self.shared.world();
+        let world = self.world();
         world
             .disks
             .by_node

@@ -21,19 +21,21 @@ use crate::choices::SimRng;
 use crate::config::PollCost;
 use crate::ids::{NodeId, TaskId};
 use crate::scheduler::Scheduler;
-use crate::task::TaskMeta;
+use crate::task::{TaskMeta, TaskTag};
 use crate::trace::hash::Fingerprint;
 use crate::trace::PollRecord;
 use crate::world::Shared;
 
 pub(crate) struct Executor {
     pub scheduler: Box<dyn Scheduler>,
-    runnables: BTreeMap<TaskId, Runnable<TaskMeta>>,
+    runnables: BTreeMap<TaskId, Runnable<TaskTag>>,
     /// Ready tasks of stalled nodes, in the order they were parked.
     parked: BTreeMap<NodeId, Vec<TaskId>>,
     /// Reused buffer for the inbox.
-    woken: Vec<Runnable<TaskMeta>>,
+    woken: Vec<Runnable<TaskTag>>,
     pub incarnations: Vec<Option<u32>>,
+    /// Mirror of each node's stall: until when its tasks are parked.
+    stalled_until: Vec<Option<Instant>>,
     timing_rng: SimRng,
     poll_cost: PollCost,
     /// Polls so far.
@@ -57,6 +59,7 @@ impl Executor {
             parked: BTreeMap::new(),
             woken: Vec::new(),
             incarnations: Vec::new(),
+            stalled_until: Vec::new(),
             timing_rng,
             poll_cost,
             polls: 0,
@@ -72,7 +75,7 @@ impl Executor {
         shared.take_ready(&mut woken);
         let mut stale = Vec::new();
         for runnable in woken.drain(..) {
-            let meta = *runnable.metadata();
+            let meta = runnable.metadata().meta;
             if self.incarnations[meta.node.index()] != Some(meta.incarnation) {
                 stale.push(runnable);
                 continue;
@@ -89,8 +92,20 @@ impl Executor {
         drop(stale);
     }
 
-    /// The next task to poll, parking tasks of stalled nodes on the way.
-    pub fn pick(&mut self, is_stalled: impl Fn(NodeId) -> bool) -> Option<Runnable<TaskMeta>> {
+    /// A node was added: it runs, unstalled, in incarnation 0.
+    pub fn add_node(&mut self) {
+        self.incarnations.push(Some(0));
+        self.stalled_until.push(None);
+    }
+
+    /// Mirror a node's stall (`None`: not stalled).
+    pub fn set_stall(&mut self, node: NodeId, until: Option<Instant>) {
+        self.stalled_until[node.index()] = until;
+    }
+
+    /// The next task to poll at `now`, parking tasks of stalled nodes on
+    /// the way.
+    pub fn pick(&mut self, now: Instant) -> Option<Runnable<TaskTag>> {
         loop {
             let id = self.scheduler.pop()?;
             let node = self
@@ -98,8 +113,9 @@ impl Executor {
                 .get(&id)
                 .expect("the scheduler only holds tasks with a runnable")
                 .metadata()
+                .meta
                 .node;
-            if is_stalled(node) {
+            if self.stalled_until[node.index()].is_some_and(|until| until > now) {
                 self.parked.entry(node).or_default().push(id);
                 continue;
             }
@@ -142,7 +158,7 @@ impl Executor {
 
     /// Take the runnables of `tasks` (of a killed node) out of the ready
     /// set and the parked lists; the caller drops them without the lock.
-    pub fn withdraw(&mut self, node: NodeId, tasks: &[TaskId]) -> Vec<Runnable<TaskMeta>> {
+    pub fn withdraw(&mut self, node: NodeId, tasks: &[TaskId]) -> Vec<Runnable<TaskTag>> {
         let parked = self.parked.remove(&node).unwrap_or_default();
         let mut taken = Vec::new();
         for id in tasks {
@@ -168,7 +184,7 @@ impl Executor {
     }
 
     /// Take everything out, for teardown.
-    pub fn drain(&mut self) -> Vec<Runnable<TaskMeta>> {
+    pub fn drain(&mut self) -> Vec<Runnable<TaskTag>> {
         self.parked.clear();
         while self.scheduler.pop().is_some() {}
         std::mem::take(&mut self.runnables).into_values().collect()

@@ -38,7 +38,7 @@ impl Sim {
     }
 
     fn name(&self, node: NodeId) -> Arc<str> {
-        Arc::clone(&self.shared.world().node(node).name)
+        Arc::clone(&self.world().node(node).name)
     }
 
     /// Kill `node`: every task of it is dropped at its current `.await`
@@ -46,7 +46,7 @@ impl Sim {
     /// disappear. Its clock skew is kept for the restart.
     pub fn kill(&mut self, node: NodeId) -> Result<(), FaultError> {
         let (ids, doomed, disk_crash) = {
-            let mut guard = self.shared.world();
+            let mut guard = self.world();
             let world = &mut *guard;
             let state = &mut world.nodes[node.index()];
             if !state.is_alive() {
@@ -78,6 +78,7 @@ impl Sim {
             self.record(Some(node), format_args!("{}: {report}", self.name(node)));
         }
         self.executor.incarnations[node.index()] = None;
+        self.executor.set_stall(node, None);
         for id in &ids {
             self.trace.forget_task(*id);
         }
@@ -97,7 +98,7 @@ impl Sim {
     /// Restart a killed `node`: its init runs again, with fresh handles.
     pub fn restart(&mut self, node: NodeId) -> Result<(), FaultError> {
         let incarnation = {
-            let mut world = self.shared.world();
+            let mut world = self.world();
             let state = &mut world.nodes[node.index()];
             if state.is_alive() {
                 return Err(FaultError::NotKilled(state.name.to_string()));
@@ -118,16 +119,19 @@ impl Sim {
     /// fire and messages still arrive; they are handled when it resumes).
     pub fn stall(&mut self, node: NodeId, duration: Duration) -> Result<(), FaultError> {
         let until = self.now + duration;
-        {
-            let mut guard = self.shared.world();
+        let until = {
+            let mut guard = self.world();
             let world = &mut *guard;
             let state = &mut world.nodes[node.index()];
             if !state.is_alive() {
                 return Err(FaultError::NotAlive(state.name.to_string()));
             }
-            state.stalled_until = Some(state.stalled_until.map_or(until, |old| old.max(until)));
+            let until = state.stalled_until.map_or(until, |old| old.max(until));
+            state.stalled_until = Some(until);
             world.events.schedule(until, Event::StallEnd(node));
-        }
+            until
+        };
+        self.executor.set_stall(node, Some(until));
         self.record(
             Some(node),
             format_args!("stall {} until {until}", self.name(node)),
@@ -138,7 +142,7 @@ impl Sim {
     /// A stall's end is due: resume the node unless the stall was extended.
     pub(crate) fn end_stall(&mut self, node: NodeId) {
         let ended = {
-            let mut world = self.shared.world();
+            let mut world = self.world();
             let now = world.now;
             let state = &mut world.nodes[node.index()];
             let ended = state.stalled_until.is_some_and(|until| until <= now);
@@ -162,7 +166,7 @@ impl Sim {
     /// clock: a step forward fires those it jumps over.
     pub fn skew(&mut self, node: NodeId, offset_nanos: i64) {
         {
-            let mut guard = self.shared.world();
+            let mut guard = self.world();
             let World {
                 nodes,
                 timers,
@@ -182,7 +186,7 @@ impl Sim {
     }
 
     fn set_partition(&mut self, a: &[NodeId], b: &[NodeId], direction: Direction, cut: bool) {
-        let mut world = self.shared.world();
+        let mut world = self.world();
         for x in a {
             for y in b {
                 world.set_cut(*x, *y, cut);
@@ -222,7 +226,7 @@ impl Sim {
 
     /// Hold every message from `from` to `to` until [`Sim::unclog`].
     pub fn clog(&mut self, from: NodeId, to: NodeId) {
-        self.shared.world().set_clogged(from, to, true);
+        self.world().set_clogged(from, to, true);
         self.record(
             None,
             format_args!("clog {} -> {}", self.name(from), self.name(to)),
@@ -231,7 +235,7 @@ impl Sim {
 
     /// Release a clog: held messages are delivered in order.
     pub fn unclog(&mut self, from: NodeId, to: NodeId) {
-        self.shared.world().set_clogged(from, to, false);
+        self.world().set_clogged(from, to, false);
         self.record(
             None,
             format_args!("unclog {} -> {}", self.name(from), self.name(to)),
@@ -271,7 +275,7 @@ impl Sim {
     /// of `node` when `peer` is `None`), on both ends, now. Returns how
     /// many were reset.
     pub fn reset(&mut self, node: NodeId, peer: Option<NodeId>) -> usize {
-        let count = self.shared.world().reset_conns(node, peer);
+        let count = self.world().reset_conns(node, peer);
         let target = peer.map_or_else(|| "*".to_owned(), |peer| self.name(peer).to_string());
         self.record(
             Some(node),
@@ -379,7 +383,7 @@ impl Sim {
         let rest = self.executor.drain();
         drop(rest);
         let leftovers = {
-            let mut world = self.shared.world();
+            let mut world = self.world();
             let events = world.events.drain();
             let timers = std::mem::take(&mut world.timers.entries);
             let conns = std::mem::take(&mut world.net.conns);

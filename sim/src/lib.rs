@@ -111,7 +111,7 @@ pub use disk::{CrashLoss, DiskConfig, DiskError, DiskStats, SimDisk};
 pub use failure::{Failure, FailureClass, TaskInfo, TaskState};
 pub use faults::FaultError;
 pub use ids::{NodeId, TaskId};
-pub use net::{Direction, Latency, LinkConfig, NetStats};
+pub use net::{Direction, Latency, LinkConfig, LossEffect, NetStats};
 pub use node::{Life, NodeContext, NodeInfo};
 pub use plan::{Fault, FaultEvent, FaultPlan, FaultProfile, PlanError};
 pub use report::Trace;

@@ -58,11 +58,6 @@ impl NodeState {
     pub fn is_alive(&self) -> bool {
         self.life == Life::Alive
     }
-
-    /// Whether the node is stalled at global time `now`.
-    pub fn is_stalled(&self, now: Instant) -> bool {
-        self.stalled_until.is_some_and(|until| until > now)
-    }
 }
 
 /// What a node's code gets: its identity and its handles for one

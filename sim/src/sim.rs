@@ -2,6 +2,7 @@
 //! (`&mut self`); node code reaches the world only through its handles.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,6 +80,18 @@ pub struct Sim {
     /// Every fault scheduled through a plan, by `Event::Fault` index.
     pub(crate) planned: Vec<FaultEvent>,
     pub(crate) failure: Option<Failure>,
+    /// Whether a run loop has installed the trace as the thread's default
+    /// subscriber (then polls need not install it one by one).
+    trace_entered: Arc<AtomicBool>,
+}
+
+/// Clears [`Sim::trace_entered`] when a run loop ends, even by a panic.
+struct TraceEntered(Arc<AtomicBool>);
+
+impl Drop for TraceEntered {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Sim {
@@ -120,6 +133,7 @@ impl Sim {
             now: Instant::ZERO,
             planned: Vec::new(),
             failure: None,
+            trace_entered: Arc::new(AtomicBool::new(false)),
             config,
         })
     }
@@ -145,7 +159,7 @@ impl Sim {
             world.trace.name_node(id, &name);
             id
         };
-        self.executor.incarnations.push(Some(0));
+        self.executor.add_node();
         self.start_node(id);
         Ok(id)
     }
@@ -244,12 +258,20 @@ impl Sim {
         self.idle(horizon)
     }
 
+    /// Lock the world with its clock brought up to the owner's (the owner
+    /// moves time after each poll without taking the lock).
+    pub(crate) fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        let mut world = self.shared.world();
+        world.now = self.now;
+        world
+    }
+
     /// Process due timers and deliveries; stop at a due planned fault and
     /// return its index. Bounded: each turn removes one event.
     fn fire_due(&mut self) -> Option<usize> {
         loop {
             let event = {
-                let mut guard = self.shared.world();
+                let mut guard = self.world();
                 let world = &mut *guard;
                 loop {
                     match world.events.pop_due(world.now) {
@@ -271,45 +293,32 @@ impl Sim {
     /// Poll the task the scheduler picks, if any is ready.
     fn poll_next(&mut self) -> Result<Option<Progress>, Failure> {
         let now = self.now;
-        let runnable = {
-            let world = self.shared.world();
-            self.executor.pick(|node| world.node(node).is_stalled(now))
-        };
-        let Some(runnable) = runnable else {
+        let Some(runnable) = self.executor.pick(now) else {
             return Ok(None);
         };
-        let meta = *runnable.metadata();
+        let tag = runnable.metadata();
+        let (meta, cell) = (tag.meta, Arc::clone(&tag.cell));
         let cost = self.executor.draw_poll_cost();
         self.trace.stamp_poll(now, meta.node, meta.id);
-        tracing::dispatcher::with_default(&self.dispatch, || {
+        if self.trace_entered.load(Ordering::Relaxed) {
             runnable.run();
-        });
+        } else {
+            tracing::dispatcher::with_default(&self.dispatch, || runnable.run());
+        }
         self.executor.note_poll(now, cost, meta);
         self.steps += 1;
         self.now = now + cost;
         self.trace.stamp_idle(self.now);
-        let ended = {
-            let mut world = self.shared.world();
-            world.now = self.now;
-            let outcome = world
-                .tasks
-                .live
-                .get(&meta.id)
-                .and_then(|live| live.cell.outcome());
-            outcome.and_then(|outcome| {
-                world
-                    .tasks
-                    .live
-                    .remove(&meta.id)
-                    .map(|live| (outcome, live))
-            })
-        };
-        if let Some((outcome, live)) = ended {
+        if let Some(outcome) = cell.outcome() {
+            let live = self.world().tasks.live.remove(&meta.id);
             self.executor.scheduler.retire(meta.id);
             self.trace.forget_task(meta.id);
             if outcome == TaskOutcome::Panicked {
-                let message = live.cell.panic_message().unwrap_or_default();
-                let task = self.task_info(meta.id, &live.name, meta.node, TaskState::Ready);
+                let message = cell.panic_message().unwrap_or_default();
+                let name = live
+                    .as_ref()
+                    .map_or_else(String::new, |live| live.name.to_string());
+                let task = self.task_info(meta.id, &name, meta.node, TaskState::Ready);
                 drop(live);
                 return Err(self.fail(Failure::Panic {
                     at: now,
@@ -329,7 +338,7 @@ impl Sim {
     /// quiescence.
     fn idle(&mut self, horizon: Option<Instant>) -> Result<Progress, Failure> {
         let (next, live) = {
-            let world = self.shared.world();
+            let world = self.world();
             (world.events.next_time(), world.tasks.live.len())
         };
         let time_max = Instant::ZERO + self.config.limits.time_max;
@@ -362,7 +371,7 @@ impl Sim {
 
     fn set_now(&mut self, now: Instant) {
         self.now = now;
-        self.shared.world().now = now;
+        drop(self.world());
         self.trace.stamp_idle(now);
     }
 
@@ -378,31 +387,44 @@ impl Sim {
         failure
     }
 
+    /// Run `body` with the trace installed as the thread's default
+    /// subscriber once for all its polls.
+    fn entered<R>(&mut self, body: impl FnOnce(&mut Sim) -> R) -> R {
+        if self.trace_entered.load(Ordering::Relaxed) {
+            return body(self);
+        }
+        let dispatch = self.dispatch.clone();
+        self.trace_entered.store(true, Ordering::Relaxed);
+        let _entered = TraceEntered(Arc::clone(&self.trace_entered));
+        tracing::dispatcher::with_default(&dispatch, || body(self))
+    }
+
     /// Step until virtual time reaches `deadline`, the run finishes, or
     /// `on_step` breaks. `on_step` is called after every step that polled a
     /// task or applied a fault, with the simulator (to check oracles, or to
-    /// inject faults of its own).
+    /// inject faults of its own). What `on_step` logs through `tracing` is
+    /// captured in the trace, without a task.
     pub fn run_until<B>(
         &mut self,
         deadline: Instant,
         mut on_step: impl FnMut(&mut Sim, &Progress) -> ControlFlow<B>,
     ) -> Result<RunEnd<B>, Failure> {
-        loop {
-            if self.now >= deadline {
+        self.entered(|sim| loop {
+            if sim.now >= deadline {
                 return Ok(RunEnd::Reached);
             }
-            let progress = self.step_within(Some(deadline))?;
+            let progress = sim.step_within(Some(deadline))?;
             match progress {
                 Progress::Finished => return Ok(RunEnd::Finished),
                 Progress::Quiescent => return Ok(RunEnd::Quiescent),
                 Progress::Advanced { .. } => {}
                 Progress::Polled { .. } | Progress::Fault(_) => {
-                    if let ControlFlow::Break(value) = on_step(self, &progress) {
+                    if let ControlFlow::Break(value) = on_step(sim, &progress) {
                         return Ok(RunEnd::Stopped(value));
                     }
                 }
             }
-        }
+        })
     }
 
     /// Step for `duration` of virtual time.
@@ -414,13 +436,13 @@ impl Sim {
     /// Step until no task is left (or nothing more can happen, with
     /// [`QuiescencePolicy::Idle`]).
     pub fn run(&mut self) -> Result<RunEnd, Failure> {
-        loop {
-            match self.step()? {
+        self.entered(|sim| loop {
+            match sim.step()? {
                 Progress::Finished => return Ok(RunEnd::Finished),
                 Progress::Quiescent => return Ok(RunEnd::Quiescent),
                 _ => {}
             }
-        }
+        })
     }
 
     /// The global virtual time (nodes see it shifted by their skew).

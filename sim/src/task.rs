@@ -29,6 +29,13 @@ pub(crate) struct TaskMeta {
     pub incarnation: u32,
 }
 
+/// The async-task metadata of every task: what the executor needs without
+/// a table lookup, including where the task's outcome will be recorded.
+pub(crate) struct TaskTag {
+    pub meta: TaskMeta,
+    pub cell: Arc<TaskCell>,
+}
+
 const RUNNING: u8 = 0;
 const COMPLETED: u8 = 1;
 const ABORTED: u8 = 2;
@@ -169,8 +176,7 @@ pub(crate) struct LiveTask {
     pub name: Arc<str>,
     pub meta: TaskMeta,
     /// The async-task handle; `None` once aborted (dropping it aborts).
-    pub task: Option<async_task::Task<(), TaskMeta>>,
-    pub cell: Arc<TaskCell>,
+    pub task: Option<async_task::Task<(), TaskTag>>,
 }
 
 /// Every live task, by id.
@@ -223,7 +229,11 @@ pub(crate) fn spawn(
         inner: future,
         cell: Arc::clone(&cell),
     };
-    let (runnable, task) = async_task::Builder::new().metadata(meta).spawn(
+    let tag = TaskTag {
+        meta,
+        cell: Arc::clone(&cell),
+    };
+    let (runnable, task) = async_task::Builder::new().metadata(tag).spawn(
         move |_| supervised,
         move |runnable| waker_target.push_ready(runnable),
     );
@@ -235,7 +245,6 @@ pub(crate) fn spawn(
             name,
             meta,
             task: Some(task),
-            cell: Arc::clone(&cell),
         },
     );
     drop(world);

@@ -28,13 +28,13 @@ use crate::disk::Disks;
 use crate::ids::NodeId;
 use crate::net::NetState;
 use crate::node::NodeState;
-use crate::task::{TaskMeta, TaskTable};
+use crate::task::{TaskTable, TaskTag};
 use crate::trace::TraceSink;
 
 /// What the simulator and every handle of one run share.
 pub(crate) struct Shared {
     world: Mutex<World>,
-    inbox: Mutex<Vec<Runnable<TaskMeta>>>,
+    inbox: Mutex<Vec<Runnable<TaskTag>>>,
 }
 
 impl Shared {
@@ -54,7 +54,7 @@ impl Shared {
     }
 
     /// A task was woken (the async-task schedule function).
-    pub fn push_ready(&self, runnable: Runnable<TaskMeta>) {
+    pub fn push_ready(&self, runnable: Runnable<TaskTag>) {
         self.inbox
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -67,13 +67,13 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|runnable| runnable.metadata().id)
+            .map(|runnable| runnable.metadata().meta.id)
             .collect()
     }
 
     /// Move every woken runnable into `into` (which must be empty), in the
     /// order they were woken.
-    pub fn take_ready(&self, into: &mut Vec<Runnable<TaskMeta>>) {
+    pub fn take_ready(&self, into: &mut Vec<Runnable<TaskTag>>) {
         debug_assert!(into.is_empty(), "take_ready appends to an empty buffer");
         let mut inbox = self
             .inbox

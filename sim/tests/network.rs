@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use faultline_core::runtime::{NetError, MAX_FRAME_BYTES};
-use faultline_sim::{Direction, Fault, FaultEvent, FaultPlan, Latency, LinkConfig, NodeId, Sim};
+use faultline_sim::{
+    Direction, Fault, FaultEvent, FaultPlan, Latency, LinkConfig, LossEffect, NodeId, Sim,
+};
 use support::{exact_sim, ms, node, now_ms, Log, LATENCY};
 
 /// A server on port 1 that logs `(arrival ms, frame)` for every frame of
@@ -155,6 +157,43 @@ fn a_lost_frame_is_never_delivered() {
     setup.sim.run_for(Duration::from_secs(2)).expect("runs");
     assert!(setup.frames.entries().is_empty());
     assert_eq!(setup.sim.net_stats().frames_lost, 50);
+}
+
+#[test]
+fn a_loss_that_resets_the_connection_fails_both_ends_at_once() {
+    let mut setup = setup(100, Duration::from_millis(10));
+    let breaking = LinkConfig {
+        loss: 0.2,
+        loss_effect: LossEffect::ResetConnection,
+        ..LinkConfig::fixed(LATENCY)
+    };
+    setup
+        .sim
+        .set_link(setup.client, setup.server, breaking)
+        .expect("a valid link");
+    setup.sim.run_for(Duration::from_secs(2)).expect("runs");
+    let received: Vec<u32> = setup
+        .frames
+        .entries()
+        .iter()
+        .map(|(_, frame)| seq(frame))
+        .collect();
+    let first_failure = setup
+        .sends
+        .entries()
+        .iter()
+        .position(|(_, result)| result.is_err());
+    let first_failure =
+        first_failure.expect("a 20% loss breaks the connection in 100 frames") as u32;
+    // Frame `first_failure - 1` was the lost one; every frame before it arrived.
+    assert_eq!(
+        received,
+        (0..first_failure - 1).collect::<Vec<_>>(),
+        "no gap: the stream broke instead"
+    );
+    assert_eq!(setup.sim.net_stats().frames_lost, 1);
+    assert_eq!(setup.ends.entries().len(), 1);
+    assert_eq!(setup.ends.entries()[0].1, NetError::Reset);
 }
 
 #[test]

@@ -239,6 +239,15 @@ impl World {
         }
     }
 
+    /// Reset both ends of `conn` now.
+    pub fn reset_conn(&mut self, conn: u64) {
+        if let Some(connection) = self.net.conns.get_mut(&conn) {
+            for end in &mut connection.ends {
+                end.reset();
+            }
+        }
+    }
+
     /// Reset every connection between `a` and `b` (every connection of `a`
     /// if `b` is `None`) on both ends, now. Returns how many were reset.
     pub fn reset_conns(&mut self, a: NodeId, b: Option<NodeId>) -> usize {

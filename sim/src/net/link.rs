@@ -7,7 +7,7 @@ use faultline_core::runtime::Instant;
 use rand::Rng;
 use tracing::Level;
 
-use super::{Delivery, Latency, LinkConfig};
+use super::{Delivery, Latency, LinkConfig, LossEffect};
 use crate::choices::chance;
 use crate::clock::Event;
 use crate::ids::NodeId;
@@ -108,6 +108,11 @@ impl World {
             if chance(&mut self.net.rng, config.loss) {
                 self.net.stats.frames_lost += 1;
                 self.note(from, to, "lost", &delivery);
+                if let (LossEffect::ResetConnection, Some((conn, _))) =
+                    (config.loss_effect, delivery.end())
+                {
+                    self.reset_conn(conn);
+                }
                 return;
             }
             if chance(&mut self.net.rng, config.duplicate) {

@@ -13,8 +13,10 @@
 //!   the link's distribution. A frame never overtakes an earlier frame of
 //!   the same connection, unless the link's `reorder` chance picks it: then
 //!   it arrives after its own latency and may overtake frames sent before.
-//! * **Loss**: a lost frame is never delivered. **Duplication**: a
-//!   duplicated frame is delivered twice. Both are decided at send time.
+//! * **Loss**: a lost frame is never delivered (with
+//!   [`LossEffect::ResetConnection`] its connection is also reset on both
+//!   ends at once). **Duplication**: a duplicated frame is delivered twice.
+//!   Both are decided at send time.
 //! * **Partition** of `a → b`: frames (and close or reset notices) from `a`
 //!   to `b` are dropped, whether sent during the partition or in flight
 //!   when it starts; new connections across it are refused at once. Frames
@@ -70,6 +72,18 @@ pub enum Latency {
     },
 }
 
+/// What a lost frame does to its connection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LossEffect {
+    /// The frame vanishes and the connection goes on (message semantics:
+    /// what the `Net` contract allows under faults).
+    DropFrame,
+    /// The connection breaks: both ends are reset at once (stream
+    /// semantics: a TCP or WebSocket connection never skips a frame, it
+    /// fails).
+    ResetConnection,
+}
+
 /// The behaviour of one directed link.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub struct LinkConfig {
@@ -77,6 +91,8 @@ pub struct LinkConfig {
     pub latency: Latency,
     /// Chance that a frame is lost.
     pub loss: f64,
+    /// What a loss does.
+    pub loss_effect: LossEffect,
     /// Chance that a frame is delivered twice.
     pub duplicate: f64,
     /// Chance that a frame ignores the order of its connection: it arrives
@@ -92,6 +108,7 @@ impl Default for LinkConfig {
                 max: Duration::from_millis(5),
             },
             loss: 0.0,
+            loss_effect: LossEffect::DropFrame,
             duplicate: 0.0,
             reorder: 0.0,
         }

@@ -181,19 +181,7 @@ impl EventDocument {
     fn to_fault(&self) -> Result<Fault, FieldProblem> {
         let text = |value: &Option<String>| value.clone().expect("checked present");
         let fault = match self.kind.as_str() {
-            kind @ ("partition" | "heal") => {
-                self.check_fields(&["a", "b"], &["direction"])?;
-                let (a, b) = (
-                    self.a.clone().expect("checked"),
-                    self.b.clone().expect("checked"),
-                );
-                let direction = self.direction()?;
-                if kind == "partition" {
-                    Fault::Partition { a, b, direction }
-                } else {
-                    Fault::Heal { a, b, direction }
-                }
-            }
+            "partition" | "heal" => self.partition_or_heal()?,
             "kill" => {
                 self.check_fields(&["node"], &[])?;
                 Fault::Kill {
@@ -237,15 +225,7 @@ impl EventDocument {
                     peer: self.peer.clone(),
                 }
             }
-            kind @ ("clog" | "unclog") => {
-                self.check_fields(&["from", "to"], &[])?;
-                let (from, to) = (text(&self.from), text(&self.to));
-                if kind == "clog" {
-                    Fault::Clog { from, to }
-                } else {
-                    Fault::Unclog { from, to }
-                }
-            }
+            "clog" | "unclog" => self.clog_or_unclog()?,
             "custom" => {
                 self.check_fields(&["name"], &["node"])?;
                 Fault::Custom {
@@ -261,6 +241,33 @@ impl EventDocument {
             }
         };
         Ok(fault)
+    }
+
+    fn partition_or_heal(&self) -> Result<Fault, FieldProblem> {
+        self.check_fields(&["a", "b"], &["direction"])?;
+        let (a, b) = (
+            self.a.clone().expect("checked"),
+            self.b.clone().expect("checked"),
+        );
+        let direction = self.direction()?;
+        Ok(if self.kind == "partition" {
+            Fault::Partition { a, b, direction }
+        } else {
+            Fault::Heal { a, b, direction }
+        })
+    }
+
+    fn clog_or_unclog(&self) -> Result<Fault, FieldProblem> {
+        self.check_fields(&["from", "to"], &[])?;
+        let (from, to) = (
+            self.from.clone().expect("checked"),
+            self.to.clone().expect("checked"),
+        );
+        Ok(if self.kind == "clog" {
+            Fault::Clog { from, to }
+        } else {
+            Fault::Unclog { from, to }
+        })
     }
 
     fn direction(&self) -> Result<Direction, FieldProblem> {

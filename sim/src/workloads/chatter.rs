@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::config::{QuiescencePolicy, SimConfig};
 use crate::failure::Failure;
-use crate::net::{Direction, Latency, LinkConfig};
+use crate::net::{Direction, Latency, LinkConfig, LossEffect};
 use crate::node::NodeContext;
 use crate::plan::{Fault, FaultEvent, FaultPlan};
 use crate::scheduler::SchedulerKind;
@@ -42,6 +42,7 @@ pub fn config(seed: u64, scheduler: SchedulerKind, capture: TraceCapture) -> Sim
             max: Duration::from_millis(20),
         },
         loss: 0.05,
+        loss_effect: LossEffect::DropFrame,
         duplicate: 0.05,
         reorder: 0.05,
     };

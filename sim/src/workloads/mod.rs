@@ -60,12 +60,21 @@ pub enum WorkloadError {
     },
 }
 
+/// Round trips of the standard `ping-pong`.
+pub const PING_PONG_ROUND_TRIPS: u32 = 50_000;
+/// Tasks of the standard `sleepers`.
+pub const SLEEPERS_TASKS: u32 = 10_000;
+/// Tasks of the standard `spawn-yield`.
+pub const SPAWN_YIELD_TASKS: u32 = 10_000;
+/// Yields per task of the standard `spawn-yield`.
+pub const SPAWN_YIELD_YIELDS: u32 = 100;
+
 /// Run the benchmark workload `name` at its standard size.
 pub fn run_bench(name: &str, seed: u64) -> Result<WorkloadRun, WorkloadError> {
     match name {
-        "ping-pong" => ping_pong::run(seed, 50_000),
-        "sleepers" => sleepers::run(seed, 10_000),
-        "spawn-yield" => spawn_yield::run(seed, 10_000, 100),
+        "ping-pong" => ping_pong::run(seed, PING_PONG_ROUND_TRIPS),
+        "sleepers" => sleepers::run(seed, SLEEPERS_TASKS),
+        "spawn-yield" => spawn_yield::run(seed, SPAWN_YIELD_TASKS, SPAWN_YIELD_YIELDS),
         other => Err(WorkloadError::Unknown(other.to_owned())),
     }
 }
