@@ -232,7 +232,7 @@ impl Store for SqliteStore {
     fn put(&self, record: JobRecord) {
         let mut work = self.channel.lock();
         if work.stopped || work.close.is_some() {
-            tracing::error!(job = %record.id, "put on a closed job store: dropped");
+            tracing::warn!(job = %record.id, "put on a closed job store: dropped");
             return;
         }
         work.buffered.insert(record.seq, record);
