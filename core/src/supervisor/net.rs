@@ -23,6 +23,9 @@ struct ClientSlot {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
         let mut state = self.supervisor.lock();
         state.client_connections = state.client_connections.saturating_sub(1);
     }
