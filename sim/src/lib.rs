@@ -32,7 +32,8 @@
 //!
 //! * Setting up: [`SimConfig`] (seed, [`SchedulerKind`], [`PollCost`],
 //!   [`Limits`], [`QuiescencePolicy`], [`TraceConfig`], [`BuggifyConfig`],
-//!   default [`LinkConfig`]); [`Sim::new`]; [`Sim::add_node`] with an init
+//!   default [`LinkConfig`]); [`Sim::new`] (or [`Sim::with_scheduler`] for
+//!   a [`Scheduler`] of your own); [`Sim::add_node`] with an init
 //!   closure `Fn(NodeContext) -> BoxFuture<'static, ()>` that runs at start
 //!   and after every restart; [`NodeContext`] gives the node's
 //!   `Arc<dyn Runtime>`, `Arc<dyn Net>`, name and id; [`Sim::spawn`] starts
@@ -63,8 +64,8 @@
 //!
 //! # Modules
 //!
-//! * [`sim`] (the owner), [`executor`](crate::sim) internals, [`clock`]
-//!   (virtual time, timers), [`node`], [`task`](crate::sim) internals;
+//! * [`sim`]: the owner; with it, privately, the executor, the task table,
+//!   the event queue and timers (`clock`), and the shared world; [`node`];
 //! * [`choices`]: one ChaCha stream per purpose;
 //! * [`scheduler`]: random, PCT, FIFO behind one trait;
 //! * [`net`]: links, connections, partitions, clogs, resets;
