@@ -70,6 +70,9 @@
 //! * [`scheduler`]: random, PCT, FIFO behind one trait;
 //! * [`net`]: links, connections, partitions, clogs, resets;
 //! * [`plan`]: fault plans; [`buggify`]; [`trace`]: capture, hash, export;
+//! * [`disk`]: one durable key → bytes store per node that survives its
+//!   kills, losing (or tearing) unsynced writes when it is killed
+//!   ([`NodeContext::disk`], [`Sim::disk`], [`Sim::set_disk`]);
 //! * [`failure`]: deadlock, runaway, panic; [`util`]; [`workloads`]: the
 //!   simulator's own micro-workloads (benchmarks and self-tests).
 //!
@@ -84,6 +87,7 @@ pub mod buggify;
 pub mod choices;
 pub(crate) mod clock;
 pub mod config;
+pub mod disk;
 mod executor;
 pub mod failure;
 mod faults;
@@ -104,6 +108,7 @@ mod world;
 pub use buggify::{BuggifyConfig, BuggifySite};
 pub use choices::{Choices, Purpose, SimRng};
 pub use config::{ConfigError, Limits, PollCost, QuiescencePolicy, SimConfig};
+pub use disk::{CrashLoss, DiskConfig, DiskError, DiskStats, SimDisk};
 pub use failure::{Failure, FailureClass, TaskInfo, TaskState};
 pub use faults::FaultError;
 pub use ids::{NodeId, TaskId};

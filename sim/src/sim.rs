@@ -14,6 +14,7 @@ use crate::buggify::{Buggify, BuggifySite};
 use crate::choices::{Choices, Purpose, SimRng};
 use crate::clock::{Event, EventQueue, Timers};
 use crate::config::{ConfigError, QuiescencePolicy, SimConfig};
+use crate::disk::Disks;
 use crate::executor::Executor;
 use crate::failure::{Failure, TaskInfo, TaskState};
 use crate::ids::{NodeId, TaskId};
@@ -129,6 +130,7 @@ impl Sim {
                 choices.stream(Purpose::Buggify),
             ),
             trace: Arc::clone(&trace),
+            disks: Disks::new(choices.stream(Purpose::Disk)),
         };
         let subscriber = tracing_subscriber::registry().with(CaptureLayer::new(Arc::clone(&trace)));
         let executor = Executor::new(
