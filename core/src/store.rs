@@ -118,18 +118,6 @@ impl MemoryStore {
         }
     }
 
-    /// The same records as seen by a process started again after a crash:
-    /// durable on commit, each commit taking `latency` on `runtime`'s clock
-    /// (the restarted process's own). What was durable stays; what another
-    /// handle buffered is that handle's, and [`MemoryStore::crash`] loses it.
-    pub fn reopened(&self, runtime: Arc<dyn Runtime>, latency: Duration) -> MemoryStore {
-        MemoryStore {
-            records: Arc::clone(&self.records),
-            durability: Durability::OnCommit,
-            commit_latency: Some(CommitLatency { runtime, latency }),
-        }
-    }
-
     /// Lose every record that was put but not committed (or whose commit
     /// has not completed), as a crash would.
     pub fn crash(&self) {
@@ -264,27 +252,6 @@ mod tests {
         let loaded = ready(store.load()).expect("load");
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].max_run_ms, 5);
-    }
-
-    #[test]
-    fn a_reopened_store_sees_what_was_durable_and_loses_the_rest() {
-        let store = MemoryStore::with_durability(Durability::OnCommit);
-        store.put(record(1));
-        ready(store.commit()).expect("commit");
-        store.put(record(2));
-        store.crash();
-        let runtime = crate::testkit::ManualRuntime::new(1);
-        let reopened = store.reopened(Arc::new(runtime), Duration::from_millis(5));
-        let loaded = ready(reopened.load()).expect("load");
-        assert_eq!(loaded.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
-        reopened.put(record(3));
-        let _pending = reopened.commit();
-        store.crash();
-        assert_eq!(
-            store.durable_records().len(),
-            1,
-            "a commit in flight is lost"
-        );
     }
 
     #[test]
