@@ -189,7 +189,7 @@ fn client_timing(scenario: &Scenario) -> ClientTiming {
     ClientTiming {
         call_timeout: scenario.supervisor.reply_timeout,
         retry_delay: Duration::from_secs(1),
-        poll_interval: Duration::from_secs(3),
+        poll_interval: Duration::from_secs(5),
         deadline: scenario.heal + scenario.liveness_window,
     }
 }
