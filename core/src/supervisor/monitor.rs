@@ -90,6 +90,14 @@ impl Supervisor {
             let phase = state.ops.get(op).expect("live op").phase;
             if phase == OpPhase::Dispatching {
                 self.withdraw_dispatch(state, op, now);
+                if let Some(kill) = state.ops.get(op).and_then(|live| live.kill) {
+                    // Canceled while its dispatch was being recorded: the
+                    // run was never sent, so nothing runs; do not dispatch
+                    // it again elsewhere.
+                    let reason = format!("{} before dispatch", kill.as_str());
+                    self.end_without_run(state, op, kill.status(), &reason, now);
+                    continue;
+                }
                 let situation = format!("waiting for an agent (agent {agent} was lost)");
                 self.advance_op(state, op, OpPhase::WaitingForAgent, now, &situation);
                 let seq = state.jobs[&job].record.seq;

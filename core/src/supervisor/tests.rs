@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::testkit::{connection_pair, try_recv, TestNet, TestRuntime};
+use super::testkit::{connection_pair, poll_once, try_recv, TestNet, TestRuntime};
 use super::{Snapshot, Supervisor, SupervisorDeps};
 use crate::agents::Link;
 use crate::codec;
@@ -800,6 +800,60 @@ fn a_declared_run_nobody_wants_is_killed_in_the_welcome() {
     let mut agent = world.connect("a-1", 2, vec![stray.clone()]);
     let welcome = agent.received().expect("open");
     assert!(matches!(&welcome[0], SupervisorMessage::Welcome { kill, .. } if kill == &vec![stray]));
+}
+
+#[test]
+fn a_job_canceled_while_its_dispatch_is_recorded_ends_when_its_agent_is_lost() {
+    // Regression (found by the `stalls` scenario): the agent was lost while
+    // the dispatch of a canceled job was being made durable; the job went
+    // back to waiting for an agent and was dispatched again after its
+    // cancel was acknowledged.
+    let runtime = TestRuntime::new();
+    let store =
+        MemoryStore::with_commit_latency(Arc::new(runtime.clone()), Duration::from_secs(10));
+    let world = World::start_with(config(), store, FlawSet::none(), runtime);
+    {
+        // Both requests act before their first await (the commit); their
+        // callers leave without waiting for it.
+        let submit = world.supervisor.handle_client(
+            "alice",
+            ClientRequest::Submit(submit_request(JobKind::Parallel)),
+        );
+        futures::pin_mut!(submit);
+        assert!(poll_once(submit.as_mut()).is_pending());
+    }
+    let mut agent = world.connect("a-1", 1, vec![]);
+    let job = world.snapshot().jobs[0].record.id.clone();
+    assert_eq!(
+        world.snapshot().ops[0].phase,
+        OpPhase::Dispatching,
+        "the dispatch awaits its commit"
+    );
+    {
+        let cancel = world
+            .supervisor
+            .handle_client("alice", ClientRequest::Cancel { job: job.clone() });
+        futures::pin_mut!(cancel);
+        assert!(poll_once(cancel.as_mut()).is_pending());
+    }
+    world.advance_ms(5_000);
+    let record = world.job(&job).record;
+    assert_eq!(record.status, JobStatus::Canceled, "{:?}", record.history);
+    assert!(
+        record.runs.is_empty(),
+        "no run was ever sent: {:?}",
+        record.runs
+    );
+    let messages = agent
+        .received()
+        .expect_err("the lost agent's connection is closed");
+    assert!(
+        !messages
+            .iter()
+            .any(|message| matches!(message, SupervisorMessage::Run { .. })),
+        "{messages:?}"
+    );
+    assert_consistent(&world.snapshot());
 }
 
 #[test]
