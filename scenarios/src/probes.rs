@@ -6,23 +6,41 @@
 
 /// Every probe, in a fixed order.
 pub const PROBES: &[&str] = &[
+    // A cancel finds the job's op queued for a slot.
     "cancel-during-slot-wait",
+    // ... just after a pool handed it a slot, before the op woke to take it.
     "cancel-during-slot-hand-off",
+    // A cancel kills a running job.
     "cancel-of-running-job",
+    // A canceled job's run turns out never to have started.
     "cancel-between-runs",
+    // An agent reports a run whose op was destroyed meanwhile.
     "reply-after-op-destroyed",
+    // A process ends by itself while a max-run kill is on its way.
     "completion-races-timeout",
+    // ... while a cancel's kill is on its way.
     "completion-races-cancel",
+    // A kill is not confirmed within the reply timeout.
     "kill-unconfirmed",
+    // An agent reconnects with runs declared or on the supervisor's books.
     "reconnect-with-jobs-to-reconcile",
+    // After a supervisor restart, an agent declares a recovered run.
     "recovered-run-adopted",
+    // Traffic or the end of a superseded agent session arrives.
     "stale-connection-message",
+    // A `Finished` arrives for a run already settled.
     "duplicate-finish",
+    // A submit's handler is dropped at an await: its client left.
     "submit-dropped-mid-await",
+    // Another request's handler is dropped at an await.
     "request-dropped-mid-await",
+    // The monitor declares an agent lost.
     "agent-declared-lost",
+    // A submit repeats an idempotency key and gets the first job back.
     "idempotent-resubmit",
+    // A run that never reached its agent is queued again.
     "undelivered-run-queued-again",
+    // An agent does not report a run started in time.
     "start-timeout",
 ];
 

@@ -236,7 +236,7 @@ impl Supervisor {
     ) -> Result<(), String> {
         let now = self.runtime().now();
         let mut state = self.lock();
-        if !state.agents.is_current(agent, session) {
+        if superseded(&state, agent, session) {
             tracing::info!(probe = "stale-connection-message", %agent, session, "message on a superseded session");
         }
         if !self.speaks_for_agent(&state, agent, session) {
@@ -426,6 +426,9 @@ impl Supervisor {
         let now = self.runtime().now();
         let mut state = self.lock();
         state.sessions.remove(&(agent.0.clone(), session));
+        if superseded(&state, agent, session) {
+            tracing::info!(probe = "stale-connection-message", %agent, session, "a superseded session ended");
+        }
         if self.speaks_for_agent(&state, agent, session) {
             state.agents.disconnect_any_session(agent, now);
             tracing::info!(%agent, session, "agent disconnected");
@@ -469,6 +472,14 @@ fn check_hello(config: &SupervisorConfig, hello: &Hello) -> Result<Vec<JobKind>,
     kinds.sort();
     kinds.dedup();
     Ok(kinds)
+}
+
+/// Whether a newer hello of `agent` replaced `session`.
+fn superseded(state: &State, agent: &AgentId, session: u64) -> bool {
+    state
+        .agents
+        .get(agent)
+        .is_some_and(|entry| entry.session > session)
 }
 
 /// Signal every serving loop of `agent`'s sessions to end.
