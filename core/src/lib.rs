@@ -10,6 +10,8 @@
 //!   machines (job status, slot pools with RAII permits, op lifecycle with
 //!   situations, agent sessions);
 //! * [`store`]: durability of job records (`Store`, `MemoryStore`);
+//!   `store_contract` (tests and feature `testkit`) is the suite every
+//!   store implementation runs;
 //! * [`supervisor`]: the async supervisor that drives those machines;
 //! * [`client`]: one client call over `Net` (the simulator's clients);
 //! * [`flaws`]: switches that re-introduce known bug classes (feature `flaws`).
@@ -30,6 +32,8 @@ pub mod protocol;
 pub mod runtime;
 pub mod slots;
 pub mod store;
+#[cfg(any(test, feature = "testkit"))]
+pub mod store_contract;
 pub mod supervisor;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

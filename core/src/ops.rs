@@ -9,11 +9,16 @@
 //! spans, in the snapshot and in the clients' overview.
 //!
 //! ```text
-//! Created ─► WaitingForSlots ─► WaitingForAgent ─► Dispatching ─► AwaitingStart ─► Running
-//!    └───────────────────────────────►▲                │               │            │
-//!                                      └────────────────┘               ▼            ▼
-//! Recovering ─► Running | AwaitingStart | Unaccounted               Killing ◄─── Unaccounted
-//! any live phase ─► Destroyed (final)
+//! Created         ─► WaitingForSlots | WaitingForAgent
+//! WaitingForSlots ─► WaitingForAgent                  (holds all its slots)
+//! WaitingForAgent ─► Dispatching
+//! Dispatching     ─► AwaitingStart | WaitingForAgent  (Run not sent: agent left)
+//! AwaitingStart   ─► Running | Killing | Unaccounted
+//! Running         ─► Killing | Unaccounted
+//! Killing         ─► Unaccounted
+//! Unaccounted     ─► Running | Killing                (a late report or a kill)
+//! Recovering      ─► Running | AwaitingStart | Killing | Unaccounted
+//! any live phase  ─► itself (new situation) | Destroyed (final)
 //! ```
 //!
 //! [`OpRegistry`] owns every live op and a bounded tail of destroyed ones.
@@ -111,7 +116,7 @@ pub fn is_legal_op_transition(from: OpPhase, to: OpPhase) -> bool {
         (AwaitingStart, Running | Killing | Unaccounted) => true,
         (Running, Killing | Unaccounted) => true,
         (Killing, Unaccounted) => true,
-        (Unaccounted, Killing) => true,
+        (Unaccounted, Running | Killing) => true,
         (Recovering, Running | AwaitingStart | Killing | Unaccounted) => true,
         _ => false,
     }

@@ -282,7 +282,10 @@ impl SlotPool {
         if let Some(index) = self.index_of(ticket) {
             let waiter = &mut self.waiters[index];
             waiter.holder.op = Some(op);
-            if waiter.granted.is_some() {
+            if let Some(permit) = waiter.granted {
+                if let Some(held) = self.held.get_mut(&permit) {
+                    held.holder.op = Some(op);
+                }
                 wake.notify_one();
             }
             waiter.wake = Some(wake);

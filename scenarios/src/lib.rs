@@ -19,7 +19,8 @@
 //! * [`report`]: [`RunOptions`], [`RunReport`], [`Outcome`], [`Failure`];
 //! * [`catalogue`]: the shipped scenarios ([`catalogue_dir`],
 //!   [`load_catalogue`]);
-//! * [`shrink`]: delta debugging of a failing run's explicit events.
+//! * [`shrink`]: delta debugging of a failing run's explicit events;
+//! * [`store`]: core's `Store` on the simulator's disk (`SimStore`).
 
 pub mod catalogue;
 pub mod fault_plan;
@@ -29,6 +30,7 @@ pub mod report;
 mod run;
 pub mod scenario;
 pub mod shrink;
+pub mod store;
 pub mod topology;
 pub mod workload;
 pub mod world;

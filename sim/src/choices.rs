@@ -32,11 +32,13 @@ pub enum Purpose {
     Buggify,
     /// `Runtime::random_u64` on every node (identifiers, tokens).
     Ids,
+    /// Simulated disks: sync latencies, what a kill keeps and tears.
+    Disk,
 }
 
 impl Purpose {
     /// Every purpose, in stream order.
-    pub const ALL: [Purpose; 7] = [
+    pub const ALL: [Purpose; 8] = [
         Purpose::Schedule,
         Purpose::Timing,
         Purpose::Network,
@@ -44,6 +46,7 @@ impl Purpose {
         Purpose::Workload,
         Purpose::Buggify,
         Purpose::Ids,
+        Purpose::Disk,
     ];
 
     /// The ChaCha stream number of this purpose. Part of the replay format:
@@ -57,6 +60,7 @@ impl Purpose {
             Purpose::Workload => 5,
             Purpose::Buggify => 6,
             Purpose::Ids => 7,
+            Purpose::Disk => 8,
         }
     }
 }

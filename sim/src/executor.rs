@@ -28,7 +28,8 @@ use crate::world::Shared;
 
 pub(crate) struct Executor {
     pub scheduler: Box<dyn Scheduler>,
-    runnables: BTreeMap<TaskId, Runnable<TaskTag>>,
+    /// Runnables by task slot.
+    runnables: Vec<Option<Runnable<TaskTag>>>,
     /// Ready tasks of stalled nodes, in the order they were parked.
     parked: BTreeMap<NodeId, Vec<TaskId>>,
     /// Reused buffer for the inbox.
@@ -55,7 +56,7 @@ impl Executor {
     ) -> Executor {
         Executor {
             scheduler,
-            runnables: BTreeMap::new(),
+            runnables: Vec::new(),
             parked: BTreeMap::new(),
             woken: Vec::new(),
             incarnations: Vec::new(),
@@ -80,10 +81,14 @@ impl Executor {
                 stale.push(runnable);
                 continue;
             }
-            let previous = self.runnables.insert(meta.id, runnable);
+            let slot = meta.id.slot();
+            if self.runnables.len() <= slot {
+                self.runnables.resize_with(slot + 1, || None);
+            }
+            let previous = self.runnables[slot].replace(runnable);
             assert!(
                 previous.is_none(),
-                "async-task keeps at most one runnable per task"
+                "async-task keeps at most one runnable per task, and a slot serves one live task"
             );
             self.scheduler.push(meta.id);
         }
@@ -108,9 +113,8 @@ impl Executor {
     pub fn pick(&mut self, now: Instant) -> Option<Runnable<TaskTag>> {
         loop {
             let id = self.scheduler.pop()?;
-            let node = self
-                .runnables
-                .get(&id)
+            let node = self.runnables[id.slot()]
+                .as_ref()
                 .expect("the scheduler only holds tasks with a runnable")
                 .metadata()
                 .meta
@@ -119,7 +123,7 @@ impl Executor {
                 self.parked.entry(node).or_default().push(id);
                 continue;
             }
-            return Some(self.runnables.remove(&id).expect("looked up above"));
+            return Some(self.runnables[id.slot()].take().expect("looked up above"));
         }
     }
 
@@ -130,7 +134,12 @@ impl Executor {
             return min;
         }
         let span = u64::try_from((max - min).as_nanos()).unwrap_or(u64::MAX);
-        min + Duration::from_nanos(self.timing_rng.gen_range(0..=span))
+        // 32-bit draws when they suffice (spans up to 4.29 s): half the stream.
+        let extra = match u32::try_from(span) {
+            Ok(span) => u64::from(self.timing_rng.gen_range(0..=span)),
+            Err(_) => self.timing_rng.gen_range(0..=span),
+        };
+        min + Duration::from_nanos(extra)
     }
 
     /// Fold a poll into the fingerprint (and keep it, if asked).
@@ -162,7 +171,7 @@ impl Executor {
         let parked = self.parked.remove(&node).unwrap_or_default();
         let mut taken = Vec::new();
         for id in tasks {
-            if let Some(runnable) = self.runnables.remove(id) {
+            if let Some(runnable) = self.take(*id) {
                 if !parked.contains(id) {
                     self.scheduler.withdraw(*id);
                 }
@@ -173,9 +182,25 @@ impl Executor {
         taken
     }
 
+    /// Take `task`'s runnable out of its slot, if it is there.
+    fn take(&mut self, task: TaskId) -> Option<Runnable<TaskTag>> {
+        let slot = self.runnables.get_mut(task.slot())?;
+        if slot
+            .as_ref()
+            .is_some_and(|runnable| runnable.metadata().meta.id == task)
+        {
+            slot.take()
+        } else {
+            None
+        }
+    }
+
     /// Whether `task` is ready (woken and absorbed) or parked.
     pub fn is_runnable(&self, task: TaskId) -> bool {
-        self.runnables.contains_key(&task)
+        self.runnables
+            .get(task.slot())
+            .and_then(Option::as_ref)
+            .is_some_and(|runnable| runnable.metadata().meta.id == task)
     }
 
     /// Whether `task` is parked on a stalled node.
@@ -187,6 +212,9 @@ impl Executor {
     pub fn drain(&mut self) -> Vec<Runnable<TaskTag>> {
         self.parked.clear();
         while self.scheduler.pop().is_some() {}
-        std::mem::take(&mut self.runnables).into_values().collect()
+        std::mem::take(&mut self.runnables)
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }

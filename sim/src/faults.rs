@@ -45,7 +45,7 @@ impl Sim {
     /// without running further, its connections are reset, its listeners
     /// disappear. Its clock skew is kept for the restart.
     pub fn kill(&mut self, node: NodeId) -> Result<(), FaultError> {
-        let (ids, doomed) = {
+        let (ids, doomed, disk_crash) = {
             let mut guard = self.world();
             let world = &mut *guard;
             let state = &mut world.nodes[node.index()];
@@ -67,12 +67,16 @@ impl Sim {
                 .filter_map(|id| world.tasks.live.remove(id))
                 .collect();
             world.drop_node_connections(node);
-            (ids, doomed)
+            let disk_crash = world.disks.crash(node);
+            (ids, doomed, disk_crash)
         };
         self.record(
             Some(node),
             format_args!("kill {} ({} tasks dropped)", self.name(node), ids.len()),
         );
+        if let Some(report) = disk_crash {
+            self.record(Some(node), format_args!("{}: {report}", self.name(node)));
+        }
         self.executor.incarnations[node.index()] = None;
         self.executor.set_stall(node, None);
         for id in &ids {

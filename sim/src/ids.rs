@@ -24,20 +24,37 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// A task, numbered from 1 in spawn order over the whole run. Never reused,
-/// not even across node restarts.
+/// A task, numbered from 1 in spawn order over the whole run. The number is
+/// never reused, not even across node restarts. Ordered by number.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct TaskId(pub(crate) u64);
+pub struct TaskId {
+    number: u64,
+    /// Where the executor keeps the task while it lives; reused after it
+    /// ends (the number tells incarnations of a slot apart).
+    slot: u32,
+}
 
 impl TaskId {
+    pub(crate) const fn new(number: u64, slot: u32) -> TaskId {
+        TaskId { number, slot }
+    }
+
     /// The task's number (1 for the first task spawned in the run).
     pub fn as_u64(self) -> u64 {
-        self.0
+        self.number
+    }
+
+    pub(crate) fn slot(self) -> usize {
+        self.slot as usize
+    }
+
+    pub(crate) fn slot_u32(self) -> u32 {
+        self.slot
     }
 }
 
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "t{}", self.0)
+        write!(f, "t{}", self.number)
     }
 }

@@ -32,7 +32,8 @@
 //!
 //! * Setting up: [`SimConfig`] (seed, [`SchedulerKind`], [`PollCost`],
 //!   [`Limits`], [`QuiescencePolicy`], [`TraceConfig`], [`BuggifyConfig`],
-//!   default [`LinkConfig`]); [`Sim::new`]; [`Sim::add_node`] with an init
+//!   default [`LinkConfig`]); [`Sim::new`] (or [`Sim::with_scheduler`] for
+//!   a [`Scheduler`] of your own); [`Sim::add_node`] with an init
 //!   closure `Fn(NodeContext) -> BoxFuture<'static, ()>` that runs at start
 //!   and after every restart; [`NodeContext`] gives the node's
 //!   `Arc<dyn Runtime>`, `Arc<dyn Net>`, name and id; [`Sim::spawn`] starts
@@ -63,12 +64,15 @@
 //!
 //! # Modules
 //!
-//! * [`sim`] (the owner), [`executor`](crate::sim) internals, [`clock`]
-//!   (virtual time, timers), [`node`], [`task`](crate::sim) internals;
+//! * [`sim`]: the owner; with it, privately, the executor, the task table,
+//!   the event queue and timers (`clock`), and the shared world; [`node`];
 //! * [`choices`]: one ChaCha stream per purpose;
 //! * [`scheduler`]: random, PCT, FIFO behind one trait;
 //! * [`net`]: links, connections, partitions, clogs, resets;
 //! * [`plan`]: fault plans; [`buggify`]; [`trace`]: capture, hash, export;
+//! * [`disk`]: one durable key → bytes store per node that survives its
+//!   kills, losing (or tearing) unsynced writes when it is killed
+//!   ([`NodeContext::disk`], [`Sim::disk`], [`Sim::set_disk`]);
 //! * [`failure`]: deadlock, runaway, panic; [`util`]; [`workloads`]: the
 //!   simulator's own micro-workloads (benchmarks and self-tests).
 //!
@@ -83,6 +87,7 @@ pub mod buggify;
 pub mod choices;
 pub(crate) mod clock;
 pub mod config;
+pub mod disk;
 mod executor;
 pub mod failure;
 mod faults;
@@ -103,6 +108,7 @@ mod world;
 pub use buggify::{BuggifyConfig, BuggifySite};
 pub use choices::{Choices, Purpose, SimRng};
 pub use config::{ConfigError, Limits, PollCost, QuiescencePolicy, SimConfig};
+pub use disk::{CrashLoss, DiskConfig, DiskError, DiskStats, SimDisk};
 pub use failure::{Failure, FailureClass, TaskInfo, TaskState};
 pub use faults::FaultError;
 pub use ids::{NodeId, TaskId};

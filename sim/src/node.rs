@@ -12,6 +12,7 @@ use std::sync::Arc;
 use faultline_core::runtime::{BoxFuture, Instant, Net, Runtime};
 
 use crate::clock::NodeClock;
+use crate::disk::SimDisk;
 use crate::ids::NodeId;
 use crate::net::SimNet;
 use crate::runtime::SimRuntime;
@@ -68,6 +69,7 @@ pub struct NodeContext {
     incarnation: u32,
     runtime: Arc<dyn Runtime>,
     net: Arc<dyn Net>,
+    shared: Arc<Shared>,
 }
 
 impl NodeContext {
@@ -83,6 +85,7 @@ impl NodeContext {
             incarnation,
             runtime: Arc::new(SimRuntime::new(Arc::clone(shared), id, incarnation)),
             net: Arc::new(SimNet::new(Arc::clone(shared), id, incarnation)),
+            shared: Arc::clone(shared),
         }
     }
 
@@ -109,6 +112,11 @@ impl NodeContext {
     /// This node's network.
     pub fn net(&self) -> Arc<dyn Net> {
         Arc::clone(&self.net)
+    }
+
+    /// This node's disk (see [`crate::disk`]).
+    pub fn disk(&self) -> SimDisk {
+        SimDisk::new(self, Arc::clone(&self.shared))
     }
 }
 

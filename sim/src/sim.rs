@@ -14,12 +14,14 @@ use crate::buggify::{Buggify, BuggifySite};
 use crate::choices::{Choices, Purpose, SimRng};
 use crate::clock::{Event, EventQueue, Timers};
 use crate::config::{ConfigError, QuiescencePolicy, SimConfig};
+use crate::disk::Disks;
 use crate::executor::Executor;
 use crate::failure::{Failure, TaskInfo, TaskState};
 use crate::ids::{NodeId, TaskId};
 use crate::net::{NetState, NetStats};
 use crate::node::{NodeContext, NodeInfo, NodeInit, NodeState};
 use crate::plan::FaultEvent;
+use crate::scheduler::Scheduler;
 use crate::task::TaskTable;
 use crate::trace::layer::CaptureLayer;
 use crate::trace::{TraceCapture, TraceSink};
@@ -97,6 +99,21 @@ impl Sim {
     /// A run with no nodes yet, or the contradiction in `config`.
     pub fn new(config: SimConfig) -> Result<Sim, ConfigError> {
         config.validate()?;
+        let scheduler = config
+            .scheduler
+            .build(Choices::new(config.seed).stream(Purpose::Schedule));
+        Sim::with_scheduler(config, scheduler)
+    }
+
+    /// A run whose ready tasks are ordered by `scheduler` instead of the one
+    /// `config.scheduler` names (a replaying or exhaustive scheduler, say).
+    /// A scheduler that draws randomness should take it from
+    /// `Choices::new(seed).stream(Purpose::Schedule)` to stay replayable.
+    pub fn with_scheduler(
+        config: SimConfig,
+        scheduler: Box<dyn Scheduler>,
+    ) -> Result<Sim, ConfigError> {
+        config.validate()?;
         let choices = Choices::new(config.seed);
         let trace = Arc::new(TraceSink::new(config.trace));
         let world = World {
@@ -113,10 +130,11 @@ impl Sim {
                 choices.stream(Purpose::Buggify),
             ),
             trace: Arc::clone(&trace),
+            disks: Disks::new(choices.stream(Purpose::Disk)),
         };
         let subscriber = tracing_subscriber::registry().with(CaptureLayer::new(Arc::clone(&trace)));
         let executor = Executor::new(
-            config.scheduler.build(choices.stream(Purpose::Schedule)),
+            scheduler,
             choices.stream(Purpose::Timing),
             config.poll_cost,
             config.trace.capture == TraceCapture::Full,
@@ -308,7 +326,7 @@ impl Sim {
         self.now = now + cost;
         self.trace.stamp_idle(self.now);
         if let Some(outcome) = cell.outcome() {
-            let live = self.world().tasks.live.remove(&meta.id);
+            let live = self.world().tasks.remove(meta.id);
             self.executor.scheduler.retire(meta.id);
             self.trace.forget_task(meta.id);
             if outcome == TaskOutcome::Panicked {
@@ -545,5 +563,63 @@ impl Sim {
 impl Drop for Sim {
     fn drop(&mut self) {
         self.teardown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_custom_scheduler_orders_the_tasks() {
+        /// Always polls the newest ready task.
+        #[derive(Default)]
+        struct Newest(Vec<TaskId>);
+        impl Scheduler for Newest {
+            fn describe(&self) -> String {
+                "newest".to_owned()
+            }
+            fn push(&mut self, task: TaskId) {
+                self.0.push(task);
+            }
+            fn pop(&mut self) -> Option<TaskId> {
+                let newest = self.0.iter().copied().max()?;
+                self.0.retain(|task| *task != newest);
+                Some(newest)
+            }
+            fn withdraw(&mut self, task: TaskId) {
+                self.0.retain(|ready| *ready != task);
+            }
+            fn len(&self) -> usize {
+                self.0.len()
+            }
+        }
+        let mut sim =
+            Sim::with_scheduler(SimConfig::new(1), Box::<Newest>::default()).expect("valid");
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&order);
+        sim.add_node("n", move |node| {
+            let log = Arc::clone(&log);
+            Box::pin(async move {
+                for index in 0..3 {
+                    let log = Arc::clone(&log);
+                    node.runtime().spawn(
+                        "t",
+                        Box::pin(async move { log.lock().expect("lock").push(index) }),
+                    );
+                }
+            })
+        })
+        .expect("fresh");
+        sim.run().expect("finishes");
+        assert_eq!(sim.scheduler(), "newest");
+        assert_eq!(*order.lock().expect("lock"), vec![2, 1, 0]);
+    }
+
+    #[test]
+    fn a_sim_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Sim>();
+        assert_send::<crate::node::NodeContext>();
     }
 }

@@ -182,16 +182,43 @@ pub(crate) struct LiveTask {
 /// Every live task, by id.
 pub(crate) struct TaskTable {
     pub live: BTreeMap<TaskId, LiveTask>,
-    /// Next task number. Invariant: larger than every id ever handed out.
-    pub id_next: u64,
+    /// Next task number. Invariant: larger than every number handed out.
+    number_next: u64,
+    /// Slots of ended tasks, reused last-freed first.
+    slots_free: Vec<u32>,
+    /// Next never-used slot.
+    slot_next: u32,
 }
 
 impl Default for TaskTable {
     fn default() -> TaskTable {
         TaskTable {
             live: BTreeMap::new(),
-            id_next: 1,
+            number_next: 1,
+            slots_free: Vec::new(),
+            slot_next: 0,
         }
+    }
+}
+
+impl TaskTable {
+    /// A fresh id: the next number, and a free slot.
+    fn allocate(&mut self) -> TaskId {
+        let slot = self.slots_free.pop().unwrap_or_else(|| {
+            let slot = self.slot_next;
+            self.slot_next = slot.checked_add(1).expect("fewer than 2^32 live tasks");
+            slot
+        });
+        let id = TaskId::new(self.number_next, slot);
+        self.number_next += 1;
+        id
+    }
+
+    /// The task ended or was killed: forget it and free its slot.
+    pub fn remove(&mut self, id: TaskId) -> Option<LiveTask> {
+        let live = self.live.remove(&id)?;
+        self.slots_free.push(id.slot_u32());
+        Some(live)
     }
 }
 
@@ -217,8 +244,7 @@ pub(crate) fn spawn(
             cell,
         });
     }
-    let id = TaskId(world.tasks.id_next);
-    world.tasks.id_next += 1;
+    let id = world.tasks.allocate();
     let meta = TaskMeta {
         id,
         node,

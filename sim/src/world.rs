@@ -24,6 +24,7 @@ use faultline_core::runtime::Instant;
 use crate::buggify::Buggify;
 use crate::choices::SimRng;
 use crate::clock::{EventQueue, Timers};
+use crate::disk::Disks;
 use crate::ids::NodeId;
 use crate::net::NetState;
 use crate::node::NodeState;
@@ -98,6 +99,8 @@ pub(crate) struct World {
     pub ids_rng: SimRng,
     pub buggify: Buggify,
     pub trace: Arc<TraceSink>,
+    /// Every node's disk (they outlive the nodes' incarnations).
+    pub disks: Disks,
 }
 
 impl World {

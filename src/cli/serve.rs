@@ -4,7 +4,14 @@
 //! With no config file it starts with safe local defaults: loopback only,
 //! one admin user `local` whose token is created in the data directory
 //! (mode 0600, printed once), and the URL recorded there so `faultline job`
-//! on the same machine needs no flags.
+//! on the same machine needs no flags. Jobs live in `DIR/jobs.db` (SQLite).
+//!
+//! SIGTERM or SIGINT stops it gracefully within `--shutdown-timeout`: no
+//! new requests or agent connections, in-flight requests finish, the
+//! supervisor stops (agents keep running their jobs and reconnect to the
+//! next supervisor, which adopts them), the store commits and closes, exit
+//! 0. A second signal abandons the graceful path (what was acknowledged is
+//! durable already).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,8 +21,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use faultline_core::config::{AgentAuthConfig, Role, SupervisorConfig, UserConfig};
+use faultline_core::duration::parse_duration;
 use faultline_core::flaws::FlawSet;
-use faultline_core::supervisor::{Supervisor, SupervisorDeps};
+use faultline_core::store::StoreError;
+use faultline_core::supervisor::{StartError, Supervisor, SupervisorDeps};
 
 use super::env;
 use super::exit;
@@ -23,13 +32,18 @@ use crate::real::config::{ConfigFile, ServerConfig};
 use crate::real::datadir::DataDir;
 use crate::real::local_agents::{LocalAgentSpec, LocalAgents};
 use crate::real::runtime::TokioRuntime;
+use crate::real::sqlite::SqliteStore;
 use crate::real::{http, logging, store};
 
 /// The user created when no config file defines any.
 pub const LOCAL_USER: &str = "local";
 
-/// How long the HTTP server may take to finish its requests on shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Of the shutdown timeout, what is kept for stopping the supervisor and
+/// closing the store after in-flight requests had their turn.
+const STORE_CLOSE_RESERVE: Duration = Duration::from_secs(1);
+
+/// How long tasks left behind may take to notice the runtime stopping.
+const RUNTIME_STOP_MAX: Duration = Duration::from_millis(500);
 
 /// Arguments of `faultline serve`.
 #[derive(Args, Debug)]
@@ -46,6 +60,9 @@ pub struct ServeArgs {
     /// Start this many agents as child processes (ids local-1, local-2, …).
     #[arg(long, default_value_t = 0)]
     local_agents: u32,
+    /// How long a graceful stop (SIGTERM, SIGINT) may take before `serve` exits anyway.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
 }
 
 /// Everything `serve` decided before starting.
@@ -55,18 +72,28 @@ struct Plan {
     data: DataDir,
     listen: SocketAddr,
     local_agents: Vec<LocalAgentSpec>,
+    shutdown_timeout: Duration,
 }
 
 /// Run the supervisor until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     logging::init("info");
     let plan = prepare(&args)?;
+    let store = store::open_store(&plan.data).map_err(|error| {
+        if error.is_bad_input() {
+            exit::usage(error.to_string())
+        } else {
+            anyhow::Error::new(error)
+        }
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("faultline-serve")
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(serve(plan))
+    let result = runtime.block_on(serve(plan, store));
+    runtime.shutdown_timeout(RUNTIME_STOP_MAX);
+    result
 }
 
 /// Read the config, settle the data directory, users and local agents.
@@ -127,6 +154,7 @@ fn prepare(args: &ServeArgs) -> anyhow::Result<Plan> {
         data,
         listen,
         local_agents,
+        shutdown_timeout: args.shutdown_timeout,
     })
 }
 
@@ -164,15 +192,22 @@ fn local_agent_specs(
     Ok(specs)
 }
 
-async fn serve(plan: Plan) -> anyhow::Result<()> {
+async fn serve(plan: Plan, store: Arc<SqliteStore>) -> anyhow::Result<()> {
     let deps = SupervisorDeps {
         runtime: Arc::new(TokioRuntime::new()),
-        store: store::open_store(&plan.data),
+        store: store.clone(),
         flaws: FlawSet::none(),
     };
-    let supervisor = Supervisor::start(plan.supervisor, deps)
-        .await
-        .context("cannot start the supervisor")?;
+    let supervisor = match Supervisor::start(plan.supervisor, deps).await {
+        Ok(supervisor) => supervisor,
+        Err(StartError::Store(StoreError::Corrupt(reason))) => {
+            return Err(exit::usage(format!(
+                "{}: the job store is corrupt: {reason}; it was left untouched",
+                store.path().display()
+            )))
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context("cannot start the supervisor")),
+    };
     let listener = tokio::net::TcpListener::bind(plan.listen)
         .await
         .map_err(|error| exit::usage(format!("cannot listen on {}: {error}", plan.listen)))?;
@@ -188,18 +223,50 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
     let reason = stop_signal().await?;
-    tracing::info!(reason, "shutting down");
-    // Agents' WebSockets end with the supervisor's sessions, so the HTTP
-    // server's graceful shutdown does not wait on them.
-    supervisor.shutdown();
-    agents.kill().await;
-    let _ = stop.send(());
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(Ok(result)) => result.context("HTTP server failed")?,
-        Ok(Err(error)) => return Err(anyhow::anyhow!("HTTP server task failed: {error}")),
-        Err(_) => tracing::warn!("requests still open after the shutdown grace; leaving them"),
+    let timeout = plan.shutdown_timeout;
+    tracing::info!(reason, ?timeout, "shutting down");
+    let graceful = async {
+        let deadline = tokio::time::Instant::now() + timeout;
+        drain_requests(stop, server, deadline - STORE_CLOSE_RESERVE.min(timeout)).await;
+        // Agents keep running their jobs; the next supervisor adopts them.
+        supervisor.shutdown();
+        agents.kill().await;
+        match tokio::time::timeout_at(deadline, store.close()).await {
+            Ok(Ok(())) => {
+                tracing::info!("job store closed; shutdown complete");
+                Ok(())
+            }
+            Ok(Err(error)) => Err(anyhow::anyhow!("cannot close the job store: {error}")),
+            Err(_) => Err(anyhow::anyhow!(
+                "the job store did not close within the shutdown timeout of {timeout:?}; \
+                 what was acknowledged is durable, the next start recovers the rest"
+            )),
+        }
+    };
+    tokio::select! {
+        biased;
+        result = graceful => result,
+        second = stop_signal() => {
+            let second = second?;
+            Err(anyhow::anyhow!("{second} during shutdown: stopping at once"))
+        }
     }
-    Ok(())
+}
+
+/// Stop accepting HTTP requests and agent connections and let in-flight
+/// requests finish, until `deadline`.
+async fn drain_requests(
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    deadline: tokio::time::Instant,
+) {
+    let _ = stop.send(());
+    match tokio::time::timeout_at(deadline, server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("in-flight requests finished"),
+        Ok(Ok(Err(error))) => tracing::error!(%error, "HTTP server failed"),
+        Ok(Err(error)) => tracing::error!(%error, "HTTP server task failed"),
+        Err(_) => tracing::warn!("requests still open at the shutdown deadline; abandoning them"),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM, naming which.

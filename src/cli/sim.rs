@@ -79,6 +79,15 @@ pub struct PlanArgs {
 fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let topology = (!args.nodes.is_empty()).then_some(args.nodes.as_slice());
     let (plan, origin) = if args.generate {
+        let distinct: std::collections::BTreeSet<&String> = args.nodes.iter().collect();
+        if distinct.len() != args.nodes.len()
+            || args.nodes.iter().any(|node| node.trim().is_empty())
+        {
+            return Err(exit::usage(format!(
+                "--nodes needs distinct, non-empty names, not {:?}",
+                args.nodes.join(",")
+            )));
+        }
         let profile = FaultProfile::named(&args.profile).ok_or_else(|| {
             exit::usage(format!(
                 "unknown fault profile {:?}; the profiles are: {}",

@@ -9,7 +9,7 @@
 //! * [`client`]: the HTTP client the CLI uses;
 //! * [`config`]: the `serve` configuration file;
 //! * [`datadir`]: the data directory (tokens, URL) and [`store`], the seam
-//!   where the job store is opened;
+//!   where the job store is opened; [`sqlite`], the SQLite job store;
 //! * [`local_agents`]: agents started by `serve --local-agents`;
 //! * [`logging`]: the tracing subscriber.
 
@@ -24,5 +24,6 @@ pub mod local_agents;
 pub mod logging;
 #[allow(dead_code)] // parts of the runtime are only reached from its tests
 pub mod runtime;
+pub mod sqlite;
 pub mod store;
 pub mod ws;

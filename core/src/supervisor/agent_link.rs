@@ -60,7 +60,11 @@ struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.supervisor.end_session(&self.agent, self.session);
+        // While unwinding from a failed invariant the state lock may be
+        // poisoned; a second panic here would abort and hide the first.
+        if !std::thread::panicking() {
+            self.supervisor.end_session(&self.agent, self.session);
+        }
     }
 }
 
@@ -291,6 +295,10 @@ impl Supervisor {
                     self.mark_started(state, op, now, &format!("reported by agent {agent}"));
                 }
             }
+            None if known.is_none() && run_has_ended(state, &job, run) => {
+                // A duplicated or overtaken report: the run's end is known.
+                tracing::info!(%agent, %job, run, "stale start report of an ended run");
+            }
             None => {
                 tracing::info!(%agent, %job, run, "start of a run nobody wants: kill");
                 if state.jobs.contains_key(&job) {
@@ -362,6 +370,8 @@ impl Supervisor {
                 "late report of a settled run: the run is over"
             ),
         }
+        // The agent has room again.
+        self.assign_agents(state, now);
     }
 
     /// [`Flaw::UseAfterDestroy`]: apply a late report to the op it named.
@@ -421,6 +431,18 @@ impl Supervisor {
             tracing::info!(%agent, session, "agent disconnected");
         }
     }
+}
+
+/// Whether the supervisor recorded the end of `job`'s run `run` and no
+/// longer lists it on any agent (so a report of its start is stale).
+fn run_has_ended(state: &State, job: &JobId, run: RunId) -> bool {
+    state.jobs.get(job).is_some_and(|found| {
+        found
+            .record
+            .runs
+            .iter()
+            .any(|record| record.run == run && !record.is_open())
+    })
 }
 
 /// Check a hello's credentials and claims; returns its kinds, sorted.

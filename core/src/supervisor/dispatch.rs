@@ -80,17 +80,26 @@ impl Supervisor {
                 permits: Vec::new(),
                 task: None,
                 dispatch_generation: 0,
+                span: tracing::Span::none(),
             },
         );
         state.job_mut(job_id).op = Some(op);
-        let span = tracing::info_span!("op", op, job = %job_id, attempt);
+        let span = tracing::info_span!(
+            "op",
+            op,
+            job = %job_id,
+            attempt,
+            run = tracing::field::Empty,
+            agent = tracing::field::Empty,
+        );
         let supervisor = self.clone();
         let task = self.spawn(
             &format!("run-op {job_id}#{attempt}"),
-            Box::pin(supervisor.drive_op(op, wake).instrument(span)),
+            Box::pin(supervisor.drive_op(op, wake).instrument(span.clone())),
         );
         if let Some(resources) = state.resources.get_mut(&op) {
             resources.task = Some(task);
+            resources.span = span;
         }
         op
     }
@@ -385,8 +394,20 @@ impl Supervisor {
         if let Err(error) = state.ops.advance(op, phase, now, situation) {
             panic!("{error}: the op lifecycle is driven only along legal edges");
         }
-        let job = &state.ops.get(op).expect("advanced op is live").job;
-        tracing::info!(op, job = %job, phase = %phase, situation, "op advanced");
+        let live = state.ops.get(op).expect("advanced op is live");
+        let span = &state.resources[&op].span;
+        if phase == OpPhase::Dispatching {
+            // The run and agent are fixed from here on (a withdrawn dispatch
+            // records its next ones the same way).
+            span.record("run", live.run.expect("a dispatching op names its run"));
+            let agent = live
+                .agent
+                .as_ref()
+                .expect("a dispatching op names its agent");
+            span.record("agent", tracing::field::display(agent));
+        }
+        // Whichever task moves the op, the event carries the op's context.
+        tracing::info!(parent: span, phase = %phase, situation, "op advanced");
     }
 
     /// Wake op `op`'s task so it re-reads its state.

@@ -26,6 +26,8 @@ mod clients;
 mod dispatch;
 #[cfg(all(test, feature = "flaws"))]
 mod flaw_tests;
+#[cfg(test)]
+mod model_tests;
 mod monitor;
 mod net;
 mod reconcile;

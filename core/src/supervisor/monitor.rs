@@ -208,6 +208,9 @@ impl Supervisor {
             live.kill = Some(KillReason::Cancel);
         }
         live.situation = format!("awaiting agent {} to return after a restart", open.agent);
+        let span = &state.resources[&op].span;
+        span.record("run", open.run);
+        span.record("agent", tracing::field::display(&open.agent));
         state.job_mut(job_id).ops_by_run.insert(open.run, op);
         self.acquire_slots(state, op, now);
         true

@@ -25,6 +25,9 @@ struct ClientSlot {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
         let mut state = self.supervisor.lock();
         state.client_connections = state.client_connections.saturating_sub(1);
     }
@@ -106,7 +109,7 @@ impl Supervisor {
         let _slot = ClientSlot {
             supervisor: self.clone(),
         };
-        let timeout = self.inner.config.agent_reply_timeout;
+        let timeout = self.inner.config.agent_hello_timeout;
         let frame = {
             let sleep = self.runtime().sleep(timeout).fuse();
             let frame = receiver.recv().fuse();

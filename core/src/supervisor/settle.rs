@@ -244,8 +244,8 @@ impl Supervisor {
     /// this same critical section, and its task is woken to end.
     pub(super) fn finish_op(&self, state: &mut State, op: OpId, now: Instant, outcome: &str) {
         let destroyed = state.ops.destroy(op, now, outcome);
-        tracing::info!(op, job = %destroyed.job, outcome, "op destroyed");
         if let Some(mut resources) = state.resources.remove(&op) {
+            tracing::info!(parent: &resources.span, outcome, "op destroyed");
             if let Some(ticket) = resources.ticket.as_mut() {
                 ticket.touch(now);
             }

@@ -96,6 +96,10 @@ pub(crate) struct OpResources {
     /// Counts dispatches, so a commit finishing late can tell whether the
     /// dispatch it made durable is still the op's current one.
     pub(crate) dispatch_generation: u64,
+    /// The op's span (job, attempt, run, agent, phase, situation): its task
+    /// runs in it, and events about the op from other tasks name it as
+    /// their parent.
+    pub(crate) span: tracing::Span,
 }
 
 /// Everything the supervisor knows, behind one lock.

@@ -91,12 +91,18 @@ impl World {
         }
     }
 
+    /// Serve `request`, letting virtual time pass if the store needs it.
     pub(super) fn call(&self, user: &str, request: ClientRequest) -> ClientResponse {
-        let response = self
-            .runtime
-            .block_on(self.supervisor.handle_client(user, request));
-        self.runtime.run_until_idle();
-        response
+        let call = self.supervisor.handle_client(user, request);
+        futures::pin_mut!(call);
+        for _ in 0..10_000 {
+            if let std::task::Poll::Ready(response) = super::testkit::poll_once(call.as_mut()) {
+                self.runtime.run_until_idle();
+                return response;
+            }
+            self.runtime.advance(Duration::from_millis(1));
+        }
+        panic!("a client call took more than 10s of virtual time");
     }
 
     pub(super) fn submit(&self, user: &str, kind: JobKind) -> JobView {
@@ -304,6 +310,16 @@ pub(super) fn assert_consistent(snapshot: &Snapshot) {
             );
         }
         assert!(job.record.runs.iter().filter(|run| run.is_open()).count() <= 1);
+        if let Some(canceled_at) = job.record.cancel_requested_at {
+            assert!(
+                job.record
+                    .runs
+                    .iter()
+                    .all(|run| run.dispatched_at <= canceled_at),
+                "{}: a run dispatched after its cancel was acknowledged",
+                job.record.id
+            );
+        }
         if job.record.status.is_terminal() {
             assert!(job.op.is_none(), "terminal job {} has an op", job.record.id);
             assert!(
@@ -1163,4 +1179,111 @@ fn a_slot_freed_by_one_job_goes_to_the_oldest_waiting_job() {
         .jobs
         .iter()
         .all(|job| job.record.finished_at <= Some(now)));
+}
+
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Run a job start under a capturing subscriber and return the log.
+fn capture_job_start() -> String {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::callsite::rebuild_interest_cache();
+        let world = World::start(config());
+        let job = world.submit("alice", JobKind::Parallel);
+        let mut agent = world.connect("a-1", 1, vec![]);
+        agent.runs();
+        agent.started(&job.id, 1);
+        world.runtime.run_until_idle();
+    });
+    let text = log.0.lock().expect("log lock").clone();
+    String::from_utf8(text).expect("utf-8")
+}
+
+#[test]
+fn op_events_carry_the_op_context_whichever_task_logs_them() {
+    // tracing caches per call site whether anyone listens, process-wide;
+    // a test thread without a subscriber that reaches a call site first can
+    // leave it switched off for this thread's scoped subscriber for a
+    // moment. Rebuilding the cache and trying again (bounded) absorbs that.
+    let mut text = String::new();
+    for _ in 0..5 {
+        text = capture_job_start();
+        let started = text
+            .lines()
+            .find(|line| line.contains("op advanced") && line.contains("phase=running"));
+        if let Some(started) = started {
+            for field in [
+                "op=1",
+                "job=j-1",
+                "run=1",
+                "agent=a-1",
+                "situation=\"running on agent a-1\"",
+            ] {
+                assert!(started.contains(field), "{field} missing from {started}");
+            }
+            return;
+        }
+    }
+    panic!("no running event in:\n{text}");
+}
+
+#[test]
+fn the_public_futures_are_send_for_a_multi_threaded_shell() {
+    fn assert_send<T: Send>(_: &T) {}
+    let runtime = TestRuntime::new();
+    let deps = SupervisorDeps {
+        runtime: Arc::new(runtime.clone()),
+        store: Arc::new(MemoryStore::new()),
+        flaws: FlawSet::none(),
+    };
+    let start = Supervisor::start(config(), deps);
+    assert_send(&start);
+    let supervisor = runtime.block_on(start).expect("starts");
+    assert_send(&supervisor.handle_client("alice", ClientRequest::List));
+    let (connection, _peer) = connection_pair("a-1", "supervisor");
+    assert_send(&supervisor.serve_agent(connection));
+    assert_send(&supervisor.serve_net(Arc::new(TestNet::default()), 1, 2));
+}
+
+#[test]
+fn a_start_report_overtaken_by_the_end_report_leaves_no_phantom_run() {
+    let world = World::start(config());
+    let job = world.submit("alice", JobKind::Parallel);
+    let mut agent = world.connect("a-1", 1, vec![]);
+    agent.runs();
+    agent.finished(&job.id, 1, exit_code(0), false);
+    agent.started(&job.id, 1);
+    agent.started(&job.id, 1);
+    world.runtime.run_until_idle();
+    assert_eq!(world.status("alice", &job.id).status, JobStatus::Completed);
+    let snapshot = world.snapshot();
+    assert!(
+        snapshot.agents[0].runs.is_empty(),
+        "no phantom run takes the agent's slot"
+    );
+    assert!(agent
+        .received()
+        .expect("open")
+        .iter()
+        .all(|message| !matches!(message, SupervisorMessage::Kill { .. })));
+    let next = world.submit("alice", JobKind::Parallel);
+    assert_eq!(agent.runs(), vec![(next.id, 1)]);
+    assert_consistent(&world.snapshot());
 }

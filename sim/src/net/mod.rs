@@ -2,10 +2,10 @@
 //! directed links, with latency, loss, duplication, reordering, partitions,
 //! clogs and resets.
 //!
-//! * [`link`]: link configuration, partition and clog state, and how a
+//! * `link`: link configuration, partition and clog state, and how a
 //!   message crosses a link (the fault decisions);
-//! * [`conn`]: connection ends, delivery, close and reset;
-//! * [`handle`]: `SimNet`, the `Net` implementation handed to node code.
+//! * `conn`: connection ends, delivery, close and reset;
+//! * `handle`: `SimNet`, the `Net` implementation handed to node code.
 //!
 //! # Semantics (each has a test in `sim/tests/network.rs`)
 //!

@@ -327,7 +327,11 @@ impl EventDocument {
 
 /// 1-based line and column of byte `offset` in `text`.
 fn position(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1; // at most three steps back: a UTF-8 character is 4 bytes at most
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
     let column = before
         .rsplit('\n')
@@ -514,6 +518,28 @@ duration = "300ms"
         let missing = error("\n[[fault]]\nat = \"1s\"\nkind = \"stall\"\nnode = \"a\"\n");
         assert_eq!(missing.line, Some(2));
         assert!(missing.problem.contains("needs `duration`"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_loads_or_fails_without_panicking(text in "\\PC{0,200}") {
+            if let Err(error) = FaultPlan::from_toml(&text, "any.toml") {
+                proptest::prop_assert!(error.to_string().starts_with("any.toml"));
+            }
+        }
+
+        #[test]
+        fn plan_shaped_text_loads_or_fails_without_panicking(
+            at in "[-0-9.a-zµ]{0,6}",
+            kind in "(partition|heal|kill|restart|stall|skew|reset|clog|unclog|custom|x)",
+            field in "(node|a|b|duration|offset|from|to|name|peer|direction)",
+            value in "[a-z0-9.\\-]{0,5}",
+        ) {
+            let text = format!("[[fault]]\nat = \"{at}\"\nkind = \"{kind}\"\n{field} = \"{value}\"\n");
+            if let Err(error) = FaultPlan::from_toml(&text, "shaped.toml") {
+                proptest::prop_assert!(error.line.is_some(), "{}", error);
+            }
+        }
     }
 
     #[test]

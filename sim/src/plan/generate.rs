@@ -6,7 +6,7 @@
 //! it sees a healed system. Episodes that would contradict earlier ones
 //! (overlapping on the same node or link) are skipped, so every generated
 //! plan is valid. The draws come from the seed's
-//! [`Purpose::Faults`](crate::Purpose::Faults) stream only.
+//! [`Purpose::Faults`](crate::Purpose) stream only.
 
 use std::time::Duration;
 
@@ -517,6 +517,18 @@ mod tests {
     fn the_none_profile_generates_nothing() {
         let plan = FaultPlan::generate(1, &FaultProfile::none(), &nodes(), Duration::from_secs(60));
         assert!(plan.is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn generated_plans_are_valid_and_round_trip(seed in 0u64..1_000_000, preset in 0usize..5, count in 1usize..6, seconds in 1u64..120) {
+            let profile = FaultProfile::named(FaultProfile::NAMES[preset]).expect("a preset");
+            let nodes: Vec<String> = (0..count).map(|index| format!("n{index}")).collect();
+            let plan = FaultPlan::generate(seed, &profile, &nodes, Duration::from_secs(seconds));
+            proptest::prop_assert_eq!(plan.validate(Some(&nodes)), Ok(()));
+            let again = FaultPlan::from_toml(&plan.to_toml(), "again.toml").expect("the printed plan loads");
+            proptest::prop_assert_eq!(again.events, plan.events);
+        }
     }
 
     #[test]

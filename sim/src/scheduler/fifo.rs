@@ -54,13 +54,13 @@ mod tests {
     fn pops_in_push_order() {
         let mut scheduler = FifoScheduler::new();
         for id in [3, 1, 2] {
-            scheduler.push(TaskId(id));
+            scheduler.push(TaskId::new(id, 0));
         }
-        scheduler.withdraw(TaskId(1));
-        assert_eq!(scheduler.pop(), Some(TaskId(3)));
-        scheduler.push(TaskId(4));
-        assert_eq!(scheduler.pop(), Some(TaskId(2)));
-        assert_eq!(scheduler.pop(), Some(TaskId(4)));
+        scheduler.withdraw(TaskId::new(1, 0));
+        assert_eq!(scheduler.pop(), Some(TaskId::new(3, 0)));
+        scheduler.push(TaskId::new(4, 0));
+        assert_eq!(scheduler.pop(), Some(TaskId::new(2, 0)));
+        assert_eq!(scheduler.pop(), Some(TaskId::new(4, 0)));
         assert_eq!(scheduler.pop(), None);
     }
 }

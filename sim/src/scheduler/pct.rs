@@ -192,7 +192,7 @@ mod tests {
     fn depth_one_runs_the_top_task_until_it_stops_being_ready() {
         let mut pct = scheduler(9, 1, 100);
         for id in 1..=3 {
-            pct.push(TaskId(id));
+            pct.push(TaskId::new(id, 0));
         }
         let first = pct.pop().expect("three ready");
         for _ in 0..10 {
@@ -218,8 +218,8 @@ mod tests {
         for seed in 0..20 {
             let mut pct = scheduler(seed, 2, 10);
             let point = pct.change_points()[0];
-            pct.push(TaskId(1));
-            pct.push(TaskId(2));
+            pct.push(TaskId::new(1, 0));
+            pct.push(TaskId::new(2, 0));
             let mut previous = None;
             for step in 1..=10 {
                 let task = pct.pop().expect("two ready");
@@ -241,9 +241,9 @@ mod tests {
     #[test]
     fn retired_tasks_are_forgotten() {
         let mut pct = scheduler(3, 2, 10);
-        pct.push(TaskId(1));
-        assert_eq!(pct.pop(), Some(TaskId(1)));
-        pct.retire(TaskId(1));
+        pct.push(TaskId::new(1, 0));
+        assert_eq!(pct.pop(), Some(TaskId::new(1, 0)));
+        pct.retire(TaskId::new(1, 0));
         assert!(pct.priorities.is_empty());
         assert_eq!(pct.pop(), None);
     }

@@ -38,7 +38,11 @@ impl Scheduler for RandomScheduler {
             0 => None,
             1 => self.ready.pop(),
             len => {
-                let index = self.rng.gen_range(0..len);
+                // 32-bit draws when they suffice: half the stream per step.
+                let index = match u32::try_from(len) {
+                    Ok(len) => self.rng.gen_range(0..len) as usize,
+                    Err(_) => self.rng.gen_range(0..len),
+                };
                 Some(self.ready.swap_remove(index))
             }
         }
@@ -66,7 +70,7 @@ mod tests {
     fn order(seed: u64) -> Vec<TaskId> {
         let mut scheduler = RandomScheduler::new(Choices::new(seed).stream(Purpose::Schedule));
         for id in 1..=6 {
-            scheduler.push(TaskId(id));
+            scheduler.push(TaskId::new(id, 0));
         }
         std::iter::from_fn(|| scheduler.pop()).collect()
     }
@@ -75,7 +79,10 @@ mod tests {
     fn pops_every_ready_task_once() {
         let mut popped = order(1);
         popped.sort();
-        assert_eq!(popped, (1..=6).map(TaskId).collect::<Vec<_>>());
+        assert_eq!(
+            popped,
+            (1..=6).map(|id| TaskId::new(id, 0)).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -92,10 +99,10 @@ mod tests {
     #[test]
     fn withdrawn_tasks_are_not_popped() {
         let mut scheduler = RandomScheduler::new(Choices::new(1).stream(Purpose::Schedule));
-        scheduler.push(TaskId(1));
-        scheduler.push(TaskId(2));
-        scheduler.withdraw(TaskId(1));
-        assert_eq!(scheduler.pop(), Some(TaskId(2)));
+        scheduler.push(TaskId::new(1, 0));
+        scheduler.push(TaskId::new(2, 0));
+        scheduler.withdraw(TaskId::new(1, 0));
+        assert_eq!(scheduler.pop(), Some(TaskId::new(2, 0)));
         assert_eq!(scheduler.pop(), None);
     }
 }

@@ -125,7 +125,7 @@ mod tests {
             time: Instant::from_millis(1_500),
             node,
             node_name: node.map(|_| Arc::from("alpha")),
-            task: node.map(|_| TaskId(7)),
+            task: node.map(|_| TaskId::new(7, 0)),
             task_name: node.map(|_| Arc::from("sender")),
             level: Level::INFO,
             source,
@@ -156,10 +156,10 @@ mod tests {
             time: Instant::from_millis(1),
             cost: Duration::from_micros(5),
             node: NodeId(0),
-            task: TaskId(7),
+            task: TaskId::new(7, 0),
         }];
         let names = [Arc::from("alpha")];
-        let tasks = BTreeMap::from([(TaskId(7), Arc::from("sender"))]);
+        let tasks = BTreeMap::from([(TaskId::new(7, 0), Arc::from("sender"))]);
         let document: Value = serde_json::from_str(&chrome_json(&records, &polls, &names, &tasks))
             .expect("valid JSON");
         let events = document["traceEvents"].as_array().expect("an event array");

@@ -2,8 +2,8 @@
 //! task, folded into a fingerprint (the determinism check) and optionally
 //! kept for export.
 //!
-//! * [`hash`]: the fixed 64-bit [`Fingerprint`](hash::Fingerprint);
-//! * [`layer`]: the `tracing` layer that captures what the code under test
+//! * [`hash`]: the fixed 64-bit `Fingerprint`;
+//! * `layer`: the `tracing` layer that captures what the code under test
 //!   logs, with the fields of its enclosing spans;
 //! * [`export`]: text lines and Chrome trace-event JSON (Perfetto).
 //!
@@ -147,6 +147,7 @@ struct Stamp {
     time_nanos: AtomicU64,
     node: AtomicU32,
     task: AtomicU64,
+    task_slot: AtomicU32,
 }
 
 /// The trace of one run, shared by the layer, the world and the executor.
@@ -181,6 +182,7 @@ impl TraceSink {
                 time_nanos: AtomicU64::new(0),
                 node: AtomicU32::new(NO_NODE),
                 task: AtomicU64::new(NO_TASK),
+                task_slot: AtomicU32::new(0),
             },
             level: LevelFilter::from_level(config.level),
             buffer: Mutex::new(TraceBuffer {
@@ -220,7 +222,10 @@ impl TraceSink {
             .time_nanos
             .store(time.as_nanos(), Ordering::Relaxed);
         self.stamp.node.store(node.0, Ordering::Relaxed);
-        self.stamp.task.store(task.0, Ordering::Relaxed);
+        self.stamp.task.store(task.as_u64(), Ordering::Relaxed);
+        self.stamp
+            .task_slot
+            .store(task.slot_u32(), Ordering::Relaxed);
     }
 
     /// No task is being polled; the clock reads `time`.
@@ -284,7 +289,10 @@ impl TraceSink {
         };
         let task = match self.stamp.task.load(Ordering::Relaxed) {
             NO_TASK => None,
-            task => Some(TaskId(task)),
+            task => Some(TaskId::new(
+                task,
+                self.stamp.task_slot.load(Ordering::Relaxed),
+            )),
         };
         let mut buffer = self.buffer();
         let mut text = std::mem::take(&mut buffer.scratch);
@@ -359,7 +367,7 @@ impl TraceBuffer {
         let fingerprint = &mut self.fingerprint;
         fingerprint.write_u64(time.as_nanos());
         fingerprint.write_u64(node.map_or(0, |node| u64::from(node.0) + 1));
-        fingerprint.write_u64(task.map_or(0, |task| task.0));
+        fingerprint.write_u64(task.map_or(0, TaskId::as_u64));
         fingerprint.write_u64(level_number(level));
         fingerprint.write_u64(match source {
             Source::Program => 1,
