@@ -7,6 +7,7 @@ mod e2e_agents;
 mod e2e_local;
 mod e2e_restart;
 mod e2e_security;
+mod harness;
 mod sim;
 mod store;
 mod store_cluster;
