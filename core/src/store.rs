@@ -118,18 +118,6 @@ impl MemoryStore {
         }
     }
 
-    /// The same records as seen by a process started again after a crash:
-    /// durable on commit, each commit taking `latency` on `runtime`'s clock
-    /// (the restarted process's own). What was durable stays; what another
-    /// handle buffered is that handle's, and [`MemoryStore::crash`] loses it.
-    pub fn reopened(&self, runtime: Arc<dyn Runtime>, latency: Duration) -> MemoryStore {
-        MemoryStore {
-            records: Arc::clone(&self.records),
-            durability: Durability::OnCommit,
-            commit_latency: Some(CommitLatency { runtime, latency }),
-        }
-    }
-
     /// Lose every record that was put but not committed (or whose commit
     /// has not completed), as a crash would.
     pub fn crash(&self) {

@@ -28,7 +28,7 @@ use crate::workload::generate_workload;
 use crate::world::{sim_config, World, TRACE_TAIL_LINES};
 
 /// PCT's estimate of the polls in one run.
-const PCT_STEPS_ESTIMATE: u64 = 50_000;
+const PCT_STEPS_ESTIMATE: u64 = 5_000;
 
 /// The simulator's scheduler for a scenario's choice.
 pub fn scheduler_kind(choice: SchedulerChoice) -> SchedulerKind {
@@ -148,10 +148,7 @@ fn drive(scenario: &Scenario, world: &mut World, plan: &FaultPlan) -> Outcome {
 
 /// Step until `deadline` with the safety oracles; the first failure.
 fn step_until(world: &mut World, checker: &mut Checker, deadline: Instant) -> Option<Failure> {
-    match run_phase(world, checker, deadline, false) {
-        Ok(_) => None,
-        Err(failure) => Some(failure),
-    }
+    run_phase(world, checker, deadline, false).err()
 }
 
 /// Step until the world settles or `end`; whether it settled.

@@ -24,10 +24,6 @@ pub const AGENT_PORT: u16 = 7000;
 /// The supervisor's port for clients.
 pub const CLIENT_PORT: u16 = 7001;
 
-/// How long a store commit takes on the supervisor's node (an fsync), so
-/// that a request handler can be dropped while it awaits one.
-pub const COMMIT_LATENCY: Duration = Duration::from_millis(2);
-
 /// The agents' reconnect backoff bounds.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);

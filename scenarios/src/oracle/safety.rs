@@ -10,9 +10,9 @@
 //! * no run is dispatched after the job's cancel was acknowledged;
 //! * at most one run of a job is listed live across all agents;
 //! * the agent monitor: an agent silent past the heartbeat grace is
-//!   declared lost within two more intervals (checked only while the
-//!   supervisor has run undisturbed, without a stall, skew or restart,
-//!   for that long).
+//!   declared lost within two more intervals, and recovery after a restart
+//!   ends on time (checked only while the supervisor has run undisturbed,
+//!   without a stall, skew or restart, for that long).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -227,6 +227,19 @@ fn check_agent_runs(snapshot: &Snapshot) -> Result<(), Violation> {
 }
 
 fn check_monitor(snapshot: &Snapshot, context: &SafetyContext) -> Result<(), Violation> {
+    if let Some(until) = snapshot.recovering_until {
+        let overrun = snapshot.at.saturating_duration_since(until);
+        if overrun > context.heartbeat_interval * 2 {
+            return Err(Violation::new(
+                "recovery",
+                "overran".to_owned(),
+                format!(
+                    "recovery should have ended at {until}; still recovering at {}",
+                    snapshot.at
+                ),
+            ));
+        }
+    }
     let limit = context.silence_limit();
     for agent in &snapshot.agents {
         if agent.link == Link::Lost {

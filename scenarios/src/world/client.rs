@@ -95,7 +95,7 @@ fn op_name(action: &Action) -> &'static str {
 /// How one call ended, as the client sees it.
 enum Answer {
     /// The supervisor answered.
-    Response(ClientResponse),
+    Response(Box<ClientResponse>),
     /// No answer: network failure, timeout, or the client went away.
     Nothing(String),
 }
@@ -146,7 +146,7 @@ impl Script {
             () = timeout => return Answer::Nothing("no answer in time".to_owned()),
         };
         match outcome {
-            Some(Ok(response)) => Answer::Response(response),
+            Some(Ok(response)) => Answer::Response(Box::new(response)),
             Some(Err(ClientError::Net(error))) => Answer::Nothing(error.to_string()),
             Some(Err(ClientError::Codec(error))) => Answer::Nothing(error.to_string()),
             None => Answer::Nothing("the client went away mid-request".to_owned()),
@@ -165,18 +165,20 @@ impl Script {
             }
             let answer = self.call_once(request.clone(), disconnect.take()).await;
             match answer {
-                Answer::Response(ClientResponse::Error {
-                    code: ErrorCode::Unavailable,
-                    message,
-                }) => {
-                    tracing::debug!(%message, "supervisor unavailable; retrying");
-                    self.runtime.sleep(self.program.timing.retry_delay).await;
-                }
+                Answer::Response(response) => match *response {
+                    ClientResponse::Error {
+                        code: ErrorCode::Unavailable,
+                        message,
+                    } => {
+                        tracing::debug!(%message, "supervisor unavailable; retrying");
+                        self.runtime.sleep(self.program.timing.retry_delay).await;
+                    }
+                    response => return Some(response),
+                },
                 Answer::Nothing(reason) => {
                     tracing::debug!(%reason, "no answer; retrying");
                     self.runtime.sleep(self.program.timing.retry_delay).await;
                 }
-                Answer::Response(response) => return Some(response),
             }
         }
         None
@@ -263,15 +265,18 @@ impl Script {
     /// Record an answer about `key`'s job; whether the chain is over.
     fn record(&self, key: &str, answer: Answer, chain: &mut ChainLast) -> bool {
         let now = self.runtime.now();
-        match answer {
-            Answer::Response(ClientResponse::Job { job }) => {
+        let Answer::Response(response) = answer else {
+            return false;
+        };
+        match *response {
+            ClientResponse::Job { job } => {
                 self.book().observe(key, job.status, chain, now);
                 job.status.is_terminal()
             }
-            Answer::Response(ClientResponse::Error {
+            ClientResponse::Error {
                 code: ErrorCode::NotFound,
                 ..
-            }) => {
+            } => {
                 self.book().lost(key, now);
                 true
             }

@@ -9,8 +9,10 @@
 //! * [`client`]: the client nodes' scripts;
 //! * [`book`]: the client-observed history.
 //!
-//! The supervisor's store lives outside its node: killing the node crashes
-//! the store (what was not committed is lost) and a restart loads what was.
+//! The supervisor's store is a [`SimStore`] on its node's simulated disk,
+//! which the simulator keeps across kills: a kill loses what was not
+//! synced (a seeded tail may survive, the last write may land torn) and a
+//! restart loads what was.
 
 pub mod book;
 pub mod client;
@@ -23,19 +25,19 @@ use std::time::Duration;
 use faultline_core::agent::{run_agent, AgentDeps};
 use faultline_core::flaws::FlawSet;
 use faultline_core::runtime::{BoxFuture, Instant};
-use faultline_core::store::{Durability, MemoryStore};
 use faultline_core::supervisor::{Snapshot, Supervisor, SupervisorDeps};
 use faultline_sim::net::{Direction, Latency, LinkConfig, LossEffect};
 use faultline_sim::{
-    Fault, FaultPlan, Life, Limits, NodeContext, NodeId, SchedulerKind, Sim, SimConfig,
-    TraceCapture, TraceConfig,
+    BuggifyConfig, CrashLoss, DiskConfig, Fault, FaultPlan, Life, Limits, NodeContext, NodeId,
+    SchedulerKind, Sim, SimConfig, TraceCapture, TraceConfig,
 };
 
 use crate::report::TraceMode;
 use crate::scenario::Scenario;
+use crate::store::SimStore;
 use crate::topology::{
     agent_config, agent_names, client_names, supervisor_config, AGENT_PORT, CLIENT_PORT,
-    COMMIT_LATENCY, SUPERVISOR_NODE,
+    SUPERVISOR_NODE,
 };
 use crate::workload::Workload;
 use book::ClientBook;
@@ -110,8 +112,6 @@ pub struct World {
 pub struct Handles {
     /// The supervisor, as the oracles reach it.
     pub supervisor: SupervisorSlot,
-    /// The supervisor's durable records, outliving its node.
-    pub store: MemoryStore,
     /// Every process execution.
     pub ledger: ExecutionLedger,
     /// What clients saw.
@@ -144,8 +144,17 @@ pub fn sim_config(
         ..TraceConfig::default()
     };
     config.link_default = fault_phase_link(scenario);
+    config.buggify = BUGGIFY;
     config
 }
+
+/// Buggify in the supervisor's world: half the sites are on in a run, and
+/// an enabled site fires one time in five (core's sites are few and each
+/// widens a window a race needs, such as a slot hand-off).
+const BUGGIFY: BuggifyConfig = BuggifyConfig::On {
+    site_probability: 0.5,
+    fire_probability: 0.2,
+};
 
 /// The links during the fault phase: the scenario's network profile. A
 /// lost frame breaks its connection (a TCP or WebSocket connection fails
@@ -180,7 +189,7 @@ fn client_timing(scenario: &Scenario) -> ClientTiming {
     ClientTiming {
         call_timeout: scenario.supervisor.reply_timeout,
         retry_delay: Duration::from_secs(1),
-        poll_interval: Duration::from_secs(3),
+        poll_interval: Duration::from_secs(5),
         deadline: scenario.heal + scenario.liveness_window,
     }
 }
@@ -195,15 +204,16 @@ impl World {
     ) -> World {
         let mut sim = Sim::new(config).expect("the run's simulator configuration is valid");
         let supervisor = SupervisorSlot::default();
-        let store = MemoryStore::with_durability(Durability::OnCommit);
         let ledger = ExecutionLedger::default();
         let book = ClientBook::new(workload.actions.len());
         let supervisor_node = sim
             .add_node(
                 SUPERVISOR_NODE,
-                supervisor_init(scenario, &supervisor, &store, flaws),
+                supervisor_init(scenario, &supervisor, flaws),
             )
             .expect("a fresh simulator has no node named sup");
+        sim.set_disk(supervisor_node, SUPERVISOR_DISK)
+            .expect("the supervisor's disk configuration is valid");
         let mut nodes = vec![(SUPERVISOR_NODE.to_owned(), supervisor_node)];
         for name in agent_names(scenario) {
             let init = agent_init(scenario, &name, &ledger);
@@ -240,7 +250,6 @@ impl World {
             sim,
             handles: Handles {
                 supervisor,
-                store,
                 ledger,
                 book,
                 supervisor_node,
@@ -300,11 +309,10 @@ impl World {
 }
 
 impl Handles {
-    /// The supervisor node was killed: its supervisor is gone and the store
-    /// loses what was not committed.
+    /// The supervisor node was killed: its supervisor is gone (its disk
+    /// lost what was not synced, by the simulator's doing).
     pub fn on_supervisor_killed(&self) {
         self.supervisor.clear();
-        self.store.crash();
     }
 }
 
@@ -339,24 +347,39 @@ fn still_in_force(plan: &FaultPlan) -> (Vec<Partition>, Vec<(String, String)>) {
     (partitions, clogs.into_iter().collect())
 }
 
-/// The supervisor node's init: open the store as a restarted process
-/// would, start the supervisor, publish it, serve agents and clients.
+/// The supervisor's disk: a kill loses a seeded tail of what was not
+/// synced, and sometimes tears the last write.
+const SUPERVISOR_DISK: DiskConfig = DiskConfig {
+    sync_latency_min: Duration::from_micros(500),
+    sync_latency_max: Duration::from_millis(4),
+    crash_loss: CrashLoss::UnsyncedTail,
+    torn_write_chance: 0.2,
+    unsynced_writes_max: 100_000,
+    value_bytes_max: 16 << 20,
+};
+
+/// The supervisor node's init: open the store on its disk as a restarted
+/// process would, start the supervisor, publish it, serve agents and
+/// clients.
 fn supervisor_init(
     scenario: &Scenario,
     slot: &SupervisorSlot,
-    store: &MemoryStore,
     flaws: FlawSet,
 ) -> impl Fn(NodeContext) -> BoxFuture<'static, ()> + Send + Sync + 'static {
     let config = supervisor_config(scenario);
     let slot = slot.clone();
-    let store = store.clone();
     move |context: NodeContext| {
-        let (config, slot, store) = (config.clone(), slot.clone(), store.clone());
+        let (config, slot) = (config.clone(), slot.clone());
         Box::pin(async move {
-            let runtime = context.runtime();
-            let store = store.reopened(runtime.clone(), COMMIT_LATENCY);
+            let store = match SimStore::open(context.disk()) {
+                Ok(store) => store,
+                Err(error) => {
+                    tracing::error!(%error, "the supervisor cannot open its store");
+                    return slot.fail(error.to_string());
+                }
+            };
             let deps = SupervisorDeps {
-                runtime,
+                runtime: context.runtime(),
                 store: Arc::new(store),
                 flaws,
             };
