@@ -8,6 +8,7 @@ mod e2e_local;
 mod e2e_restart;
 mod e2e_security;
 mod harness;
+mod harness_flaws;
 mod sim;
 mod store;
 mod store_cluster;
