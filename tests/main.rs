@@ -1,6 +1,7 @@
 //! Integration tests of the whole workspace, in one binary.
 //! Each module under `tests/` covers one area; `support/` holds shared helpers.
 
+mod catalogue;
 mod cli;
 mod e2e;
 mod e2e_agents;

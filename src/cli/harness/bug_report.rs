@@ -275,3 +275,63 @@ fn push_list(out: &mut String, title: &str, lines: &[String]) {
     }
     out.push('\n');
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use faultline_scenarios::{find_scenario, run, FailureKind, Outcome, RunOptions};
+
+    use super::*;
+
+    #[test]
+    fn report_format_is_stable() {
+        let (path, scenario) = find_scenario(&catalogue_dir(), "smoke")
+            .expect("the catalogue loads")
+            .expect("smoke is in the catalogue");
+        let mut report = run(&scenario, &RunOptions::new(1));
+        report.outcome = Outcome::Fail(Failure {
+            kind: FailureKind::Safety,
+            oracle: "slot-accounting".into(),
+            site: "kind-pool".into(),
+            message: "pool kind/parallel: held 4 + free 0 != capacity 3".into(),
+            at: Duration::from_millis(12_301),
+            hang_report: None,
+        });
+        report.trace_tail.truncate(3);
+        let target = RunTarget {
+            scenario: "smoke".into(),
+            seed: 1,
+            scheduler: None,
+            plan: None,
+            workload: None,
+            flaws: Vec::new(),
+        };
+        let dir =
+            std::env::temp_dir().join(format!("faultline-report-format-{}", std::process::id()));
+        let written =
+            write_report(&dir, &path, &target, &report, None).expect("the report is written");
+        let markdown = std::fs::read_to_string(&written).expect("read the report");
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(written.with_extension("json")).expect("read the JSON"),
+        )
+        .expect("the JSON report parses");
+        std::fs::remove_dir_all(&dir).expect("remove the report directory");
+        assert_eq!(json["signature"], "slot-accounting@kind-pool");
+        assert_eq!(
+            json["replay"].as_str(),
+            markdown
+                .lines()
+                .find(|line| line.starts_with("faultline sim replay"))
+        );
+        let redacted = markdown
+            .replace(BUILD_COMMIT, "<commit>")
+            .replace(
+                &file_hash(&path).expect("hash the scenario"),
+                "<scenario-hash>",
+            )
+            .replace(&path.display().to_string(), "<scenario-file>")
+            .replace(&report.hash, "<trace-hash>");
+        insta::assert_snapshot!("bug_report_markdown", redacted);
+    }
+}

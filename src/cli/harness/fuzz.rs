@@ -331,7 +331,11 @@ fn report_failures(
             for event in &shrunk.plan.events {
                 println!("    {event}");
             }
-            println!("  shrunk in {} runs, {:.2}s", shrunk.runs, shrunk.wall.as_secs_f64());
+            println!(
+                "  shrunk in {} runs, {:.2}s",
+                shrunk.runs,
+                shrunk.wall.as_secs_f64()
+            );
         }
         println!("  report: {}", path.display());
     }
