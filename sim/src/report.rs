@@ -50,6 +50,13 @@ impl Trace<'_> {
         export::text(&self.records())
     }
 
+    /// Sometimes-probes reached so far: how many captured events carried
+    /// each value of a `probe` field (`tracing::info!(probe = "name", ..)`).
+    /// Counted in every capture mode, at the captured level.
+    pub fn probes(&self) -> std::collections::BTreeMap<String, u64> {
+        self.sim.trace.probes()
+    }
+
     /// The last `count` events as lines (available in every capture mode,
     /// up to the configured tail length).
     pub fn tail(&self, count: usize) -> Vec<String> {

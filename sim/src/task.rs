@@ -158,6 +158,17 @@ impl Drop for Supervised {
     fn drop(&mut self) {
         // Dropped before completing: aborted or killed. No-op otherwise.
         self.cell.finish(TaskOutcome::Aborted, None);
+        // A future's destructor may panic once the run has failed (a lock
+        // poisoned by the panic that failed it). async-task aborts the
+        // process on a panic in a drop, so the future is dropped here, where
+        // the panic is caught: the run's failure is already recorded.
+        let inner = std::mem::replace(&mut self.inner, Box::pin(std::future::ready(())));
+        if catch_unwind(AssertUnwindSafe(move || drop(inner))).is_err() {
+            self.cell.finish(
+                TaskOutcome::Panicked,
+                Some("panic while dropped".to_owned()),
+            );
+        }
     }
 }
 

@@ -157,6 +157,43 @@ fn a_panicking_task_fails_the_run_with_its_message() {
     );
 }
 
+/// Panics when dropped, as a guard does whose lock a panic poisoned.
+struct PanicsWhenDropped;
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        panic!("a destructor that panics");
+    }
+}
+
+#[test]
+fn a_future_whose_drop_panics_after_a_failed_run_does_not_abort_the_process() {
+    let mut sim = exact_sim(1);
+    let node = idle_node(&mut sim, "fragile");
+    let runtime = sim.context(node).runtime();
+    sim.spawn(
+        node,
+        "holder",
+        Box::pin(async move {
+            let _guard = PanicsWhenDropped;
+            pending::<()>().await;
+        }),
+    );
+    sim.spawn(
+        node,
+        "bomb",
+        Box::pin(async move {
+            runtime.sleep(Duration::from_millis(3)).await;
+            panic!("boom");
+        }),
+    );
+    let failure = sim.run().expect_err("a panic");
+    assert!(matches!(failure, Failure::Panic { .. }), "{failure}");
+    // Dropping the run drops the holder's future, whose destructor panics:
+    // caught, not turned into an abort by async-task.
+    drop(sim);
+}
+
 #[test]
 fn an_aborted_task_is_dropped_before_its_next_poll_and_joins_as_aborted() {
     let mut sim = exact_sim(1);

@@ -278,6 +278,59 @@ fn a_partition_drops_frames_until_it_heals_at_the_planned_time() {
 }
 
 #[test]
+fn a_partition_breaks_a_stream_connection_rather_than_skip_a_frame() {
+    let mut setup = setup(100, Duration::from_millis(10));
+    let stream = LinkConfig {
+        loss_effect: LossEffect::ResetConnection,
+        ..LinkConfig::fixed(LATENCY)
+    };
+    setup
+        .sim
+        .set_link(setup.client, setup.server, stream)
+        .expect("a valid link");
+    let group = |name: &str| vec![name.to_owned()];
+    let plan = FaultPlan::new(vec![
+        at(
+            100,
+            Fault::Partition {
+                a: group("client"),
+                b: group("server"),
+                direction: Direction::Both,
+            },
+        ),
+        at(
+            500,
+            Fault::Heal {
+                a: group("client"),
+                b: group("server"),
+                direction: Direction::Both,
+            },
+        ),
+    ]);
+    setup.sim.apply_plan(&plan).expect("a valid plan");
+    setup.sim.run_for(Duration::from_secs(2)).expect("runs");
+    let received: Vec<u32> = setup
+        .frames
+        .entries()
+        .iter()
+        .map(|(_, frame)| seq(frame))
+        .collect();
+    // Frame i is sent at 30 + 10 i: frames 0..=5 arrive before the
+    // partition; frame 6 is due at 100 ms, as it starts, so it is cut and the
+    // connection breaks: nothing arrives after a gap.
+    assert_eq!(received, (0..6).collect::<Vec<_>>());
+    assert_eq!(setup.ends.entries(), vec![(100, NetError::Reset)]);
+    assert!(
+        setup
+            .sends
+            .entries()
+            .iter()
+            .any(|(_, result)| result.is_err()),
+        "the sender learns the connection is over"
+    );
+}
+
+#[test]
 fn a_one_way_partition_cuts_only_its_direction() {
     let mut sim = exact_sim(1);
     let at_client = Log::new();

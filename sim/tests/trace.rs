@@ -251,3 +251,26 @@ fn buggify_sites_are_decided_per_run_and_fire_only_when_enabled() {
         "buggify off never fires"
     );
 }
+
+#[test]
+fn events_with_a_probe_field_are_counted_by_name() {
+    let mut sim = exact_sim(1);
+    let node = idle_node(&mut sim, "alpha");
+    let runtime = sim.context(node).runtime();
+    sim.spawn(
+        node,
+        "worker",
+        Box::pin(async move {
+            runtime.sleep(Duration::from_millis(5)).await;
+            tracing::info!(probe = "slot-hand-off", job = 3, "rare");
+            tracing::info!(probe = "slot-hand-off", job = 4, "rare");
+            tracing::info!(probe = "late-reply", "rarer");
+            tracing::info!("no probe here");
+        }),
+    );
+    sim.run().expect("finishes");
+    let probes = sim.trace().probes();
+    assert_eq!(probes.len(), 2);
+    assert_eq!(probes["slot-hand-off"], 2);
+    assert_eq!(probes["late-reply"], 1);
+}

@@ -34,6 +34,14 @@ const DECLARED_RUNS_MAX: usize = 10_000;
 /// Largest capacity an agent may declare.
 const AGENT_SLOTS_MAX: u32 = 10_000;
 
+/// Why no hello was accepted.
+enum HelloFailure {
+    /// The hello is wrong: retrying the same hello cannot help (`Rejected`).
+    Refused(String),
+    /// No hello came (timeout, connection ended): the agent may retry.
+    Missing(String),
+}
+
 /// A hello, unpacked.
 struct Hello {
     agent: AgentId,
@@ -72,7 +80,13 @@ impl Supervisor {
         } = connection;
         let hello = match self.receive_hello(&mut receiver).await {
             Ok(hello) => hello,
-            Err(reason) => return reject(&sender, &peer, &reason),
+            Err(HelloFailure::Refused(reason)) => return reject(&sender, &peer, &reason),
+            Err(HelloFailure::Missing(reason)) => {
+                // Retrying can help (the hello may be stuck in the network):
+                // close without a `Rejected`, which an agent takes as final.
+                tracing::info!(%peer, reason, "agent connection closed without a hello");
+                return sender.close();
+            }
         };
         let agent = hello.agent.clone();
         let (session, ended) = match self.accept_agent(hello, &sender) {
@@ -91,14 +105,19 @@ impl Supervisor {
         sender.close();
     }
 
-    async fn receive_hello(&self, receiver: &mut FrameReceiver) -> Result<Hello, String> {
+    async fn receive_hello(&self, receiver: &mut FrameReceiver) -> Result<Hello, HelloFailure> {
         let timeout = self.inner.config.agent_hello_timeout;
         let sleep = self.runtime().sleep(timeout).fuse();
         let frame = receiver.recv().fuse();
         futures::pin_mut!(sleep, frame);
         let frame = futures::select_biased! {
-            frame = frame => frame.map_err(|error| format!("connection ended before hello: {error}"))?,
-            () = sleep => return Err(format!("no hello within {}ms", timeout.as_millis())),
+            frame = frame => frame.map_err(|error| {
+                HelloFailure::Missing(format!("connection ended before hello: {error}"))
+            })?,
+            () = sleep => {
+                let reason = format!("no hello within {}ms", timeout.as_millis());
+                return Err(HelloFailure::Missing(reason));
+            }
         };
         match codec::decode::<AgentMessage>(&frame) {
             Ok(AgentMessage::Hello {
@@ -114,8 +133,10 @@ impl Supervisor {
                 slots,
                 running,
             }),
-            Ok(_) => Err("the first message must be a hello".to_owned()),
-            Err(error) => Err(error.to_string()),
+            Ok(_) => Err(HelloFailure::Refused(
+                "the first message must be a hello".to_owned(),
+            )),
+            Err(error) => Err(HelloFailure::Refused(error.to_string())),
         }
     }
 
@@ -215,6 +236,9 @@ impl Supervisor {
     ) -> Result<(), String> {
         let now = self.runtime().now();
         let mut state = self.lock();
+        if !state.agents.is_current(agent, session) {
+            tracing::info!(probe = "stale-connection-message", %agent, session, "message on a superseded session");
+        }
         if !self.speaks_for_agent(&state, agent, session) {
             return Err(format!("session {session} of agent {agent} was superseded"));
         }
@@ -317,7 +341,7 @@ impl Supervisor {
             .and_then(|entry| entry.runs.get(&key))
             .copied();
         let Some(known) = known else {
-            tracing::info!(%job, run, "report of a run already settled (duplicate)");
+            tracing::info!(probe = "duplicate-finish", %job, run, "report of a run already settled (duplicate)");
             if self.flaws().is_on(Flaw::DoubleFreeOnDuplicateFinish) {
                 self.release_settled_run_again(state, &job, run, now);
             }
@@ -339,7 +363,12 @@ impl Supervisor {
             Some(op) if self.flaws().is_on(Flaw::UseAfterDestroy) => {
                 self.apply_to_destroyed_op(state, op, &job, exit, now);
             }
-            _ => tracing::info!(%job, run, "late report of a settled run: the run is over"),
+            _ => tracing::info!(
+                probe = "reply-after-op-destroyed",
+                %job,
+                run,
+                "late report of a settled run: the run is over"
+            ),
         }
         // The agent has room again.
         self.assign_agents(state, now);

@@ -175,6 +175,7 @@ impl Supervisor {
                 format!("idempotency key already used for job {job} with another kind or command"),
             )));
         }
+        tracing::info!(probe = "idempotent-resubmit", %job, user, "submit repeated");
         let view = view_of(state, found, self.runtime().now());
         Some(Ok(ClientResponse::Job { job: view }))
     }

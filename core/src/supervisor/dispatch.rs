@@ -31,6 +31,10 @@ use crate::store::StoreError;
 /// woken by events about its own job only, so a healthy op takes a few dozen.
 const OP_STEPS_MAX: u32 = 100_000;
 
+/// How late an op reacts to a wake-up when the `op-wakes-late` buggify
+/// site fires.
+const OP_LATE_WAKE: Duration = Duration::from_secs(1);
+
 /// What an op task does next.
 #[derive(Debug)]
 pub(super) enum OpStep {
@@ -111,6 +115,10 @@ impl Supervisor {
                 OpStep::Done => return,
                 OpStep::Wait(timeout) => {
                     wait_for_wake(self.runtime(), &wake, timeout).await;
+                    if self.runtime().buggify("op-wakes-late") {
+                        // A busy supervisor: the op reacts to its wake-up late.
+                        self.runtime().sleep(OP_LATE_WAKE).await;
+                    }
                 }
                 OpStep::Commit(generation) => {
                     let result = self.inner.store.commit().await;
@@ -147,6 +155,7 @@ impl Supervisor {
                 if now < deadline {
                     return OpStep::Wait(Some(deadline - now));
                 }
+                tracing::info!(probe = "start-timeout", op, "no start reported in time");
                 self.begin_kill(&mut state, op, KillReason::StartTimeout, now);
                 OpStep::Wait(Some(config.agent_reply_timeout))
             }

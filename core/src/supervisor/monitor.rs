@@ -74,7 +74,7 @@ impl Supervisor {
 
     /// Close `agent`'s session and settle its runs.
     fn declare_lost(&self, state: &mut State, agent: &AgentId, now: Instant, reason: &str) {
-        tracing::warn!(%agent, reason, "agent lost");
+        tracing::warn!(probe = "agent-declared-lost", %agent, reason, "agent lost");
         let (sender, runs) = state.agents.mark_lost(agent, now);
         if let Some(sender) = sender {
             sender.close();

@@ -5,7 +5,9 @@
 //! A client connection carries exactly one call: one [`ClientCall`] frame
 //! in, one [`ClientResponse`] frame out. A frame that does not decode is
 //! answered `BadRequest` (or `TooLarge`), an unknown token `Unauthorized`;
-//! the connection is closed after the answer either way.
+//! the connection is closed after the answer either way. A client that
+//! closes its connection before the answer drops the request's handler at
+//! its current await, as an HTTP server does.
 
 use std::sync::Arc;
 
@@ -13,8 +15,8 @@ use futures::FutureExt;
 
 use super::Supervisor;
 use crate::codec::{self, CodecError};
-use crate::protocol::{ClientCall, ClientResponse, ErrorCode};
-use crate::runtime::{Connection, Net};
+use crate::protocol::{ClientCall, ClientRequest, ClientResponse, ErrorCode};
+use crate::runtime::{Connection, FrameReceiver, Net};
 
 /// Releases a client connection's place when its task ends or is dropped.
 struct ClientSlot {
@@ -125,7 +127,13 @@ impl Supervisor {
         };
         let response = match codec::decode::<ClientCall>(&frame) {
             Ok(call) => match self.authenticate_user(&call.token) {
-                Some(user) => self.handle_client(&user, call.request).await,
+                Some(user) => match self
+                    .answer_unless_left(&user, call.request, &mut receiver)
+                    .await
+                {
+                    Some(response) => response,
+                    None => return,
+                },
                 None => refusal(ErrorCode::Unauthorized, "no valid token".to_owned()),
             },
             Err(error @ CodecError::TooLarge { .. }) => {
@@ -140,6 +148,49 @@ impl Supervisor {
             tracing::info!(%peer, %error, "client left before the answer");
         }
         sender.close();
+    }
+}
+
+impl Supervisor {
+    /// Serve `request`, unless the client goes away first: then the
+    /// handler's future is dropped at whatever await it is suspended, as an
+    /// HTTP server drops the handler of a request whose client disconnected.
+    /// `None` if it was dropped.
+    async fn answer_unless_left(
+        &self,
+        user: &str,
+        request: ClientRequest,
+        receiver: &mut FrameReceiver,
+    ) -> Option<ClientResponse> {
+        let submit = matches!(request, ClientRequest::Submit(_));
+        let handler = self.handle_client(user, request).fuse();
+        let left = client_gone(receiver).fuse();
+        futures::pin_mut!(handler, left);
+        futures::select_biased! {
+            response = handler => Some(response),
+            _ = left => {
+                let probe = if submit {
+                    "submit-dropped-mid-await"
+                } else {
+                    "request-dropped-mid-await"
+                };
+                tracing::info!(probe, user, "client left mid-request: handler dropped");
+                None
+            }
+        }
+    }
+}
+
+/// Completes when the client's connection ends. Frames after the call (a
+/// duplicated frame) are ignored, up to a bound past which the client is
+/// treated as gone.
+async fn client_gone(receiver: &mut FrameReceiver) {
+    const EXTRA_FRAMES_MAX: u32 = 16;
+    for _ in 0..EXTRA_FRAMES_MAX {
+        if receiver.recv().await.is_err() {
+            return;
+        }
+        tracing::debug!("extra frame after the call ignored");
     }
 }
 

@@ -35,6 +35,16 @@ impl Supervisor {
         self.register_recovering_runs(state, agent, session);
         let declared: BTreeSet<(JobId, RunId)> =
             running.into_iter().map(|r| (r.job, r.run)).collect();
+        let books = state.agents.get(agent).map_or(0, |entry| entry.runs.len());
+        if !declared.is_empty() || books > 0 {
+            tracing::info!(
+                probe = "reconnect-with-jobs-to-reconcile",
+                %agent,
+                declared = declared.len(),
+                books,
+                "reconciling"
+            );
+        }
         let known: Vec<((JobId, RunId), AgentRun)> = state
             .agents
             .get(agent)
@@ -176,6 +186,9 @@ impl Supervisor {
                 run,
             });
             return;
+        }
+        if current.phase == OpPhase::Recovering {
+            tracing::info!(probe = "recovered-run-adopted", %agent, op, run, "run found after a restart");
         }
         self.mark_started(state, op, now, "declared by its agent on reconnect");
         if let Some(reason) = current.kill {

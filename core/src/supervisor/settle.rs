@@ -103,6 +103,9 @@ impl Supervisor {
                 );
             }
         }
+        if let (RunEnd::Exited(exit), Some(kill)) = (&end, current.kill) {
+            note_race_probe(exit, kill, op);
+        }
         let (status, reason, outcome) = self.judge(&current, end);
         let job = state.job_mut(&job_id);
         let closed = job.record.close_run(run, now, &outcome);
@@ -132,6 +135,11 @@ impl Supervisor {
                 return (JobStatus::Failed, reason.to_owned(), "abandoned".to_owned());
             }
             RunEnd::KillUnconfirmed => {
+                tracing::info!(
+                    probe = "kill-unconfirmed",
+                    op = op.id,
+                    "kill not confirmed in time"
+                );
                 let timeout = format_duration(self.inner.config.agent_reply_timeout);
                 let reason = format!("kill not confirmed by agent {agent} within {timeout}");
                 (reason, "kill unconfirmed")
@@ -170,6 +178,13 @@ impl Supervisor {
         job.record.close_run(run, now, "undelivered");
         let canceled =
             current.kill == Some(KillReason::Cancel) || job.record.cancel_requested_at.is_some();
+        if canceled {
+            tracing::info!(
+                probe = "cancel-between-runs",
+                op,
+                "a canceled run never started"
+            );
+        }
         if canceled && self.flaws().is_on(Flaw::CancelHitsLaterRun) {
             job.cancel_on_next_dispatch = true;
         } else if canceled {
@@ -186,6 +201,12 @@ impl Supervisor {
             return self.finish_op(state, op, now, "undelivered, out of attempts");
         }
         self.inner.store.put(job.record.clone());
+        tracing::info!(
+            probe = "undelivered-run-queued-again",
+            op,
+            run,
+            "run never started"
+        );
         self.finish_op(state, op, now, "undelivered, queued again");
         self.requeue(state, &job_id, now);
     }
@@ -334,6 +355,7 @@ impl Supervisor {
             return;
         };
         let phase = state.ops.get(op).expect("a job's op is live").phase;
+        note_cancel_probe(state, op, phase);
         match phase {
             OpPhase::Created | OpPhase::WaitingForSlots | OpPhase::WaitingForAgent => {
                 self.end_without_run(state, op, JobStatus::Canceled, "canceled while queued", now);
@@ -403,6 +425,41 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// A process that ended by itself while a kill was on its way: the race
+/// the sometimes-probes count.
+fn note_race_probe(exit: &ExitInfo, kill: KillReason, op: OpId) {
+    if exit.signal.is_some() {
+        return;
+    }
+    let probe = match kill {
+        KillReason::MaxRunTime => "completion-races-timeout",
+        KillReason::Cancel => "completion-races-cancel",
+        KillReason::StartTimeout => "completion-races-start-timeout",
+    };
+    tracing::info!(
+        probe,
+        op,
+        "the run ended by itself while a kill was in flight"
+    );
+}
+
+/// Name the rare situation a cancel meets, for the simulator's
+/// sometimes-probes.
+fn note_cancel_probe(state: &State, op: OpId, phase: OpPhase) {
+    let granted = state
+        .resources
+        .get(&op)
+        .and_then(|resources| resources.ticket.as_ref())
+        .is_some_and(|ticket| ticket.position().is_none());
+    let probe = match phase {
+        OpPhase::WaitingForSlots if granted => "cancel-during-slot-hand-off",
+        OpPhase::WaitingForSlots => "cancel-during-slot-wait",
+        OpPhase::Running => "cancel-of-running-job",
+        _ => return,
+    };
+    tracing::info!(probe, op, "cancel meets a rare situation");
 }
 
 /// Disarm the job's max-run timer, if armed.

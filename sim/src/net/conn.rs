@@ -356,6 +356,7 @@ impl World {
         let (from, to) = (connection.ends[1 - side].node, connection.ends[side].node);
         if self.is_cut(from, to) {
             self.note_cut(from, to, &delivery);
+            self.break_if_stream(from, to, &delivery);
             return;
         }
         if self.is_clogged(from, to) {

@@ -100,6 +100,7 @@ impl World {
     pub fn transmit(&mut self, from: NodeId, to: NodeId, delivery: Delivery, traffic: Traffic) {
         if traffic != Traffic::Signal && self.is_cut(from, to) {
             self.note_cut(from, to, &delivery);
+            self.break_if_stream(from, to, &delivery);
             return;
         }
         let config = self.link_config(from, to);
@@ -163,6 +164,17 @@ impl World {
             self.hold(from, to, arrival, delivery);
         } else {
             self.events.schedule(arrival, Event::Deliver(delivery));
+        }
+    }
+
+    /// A message of a connection was lost to a partition: on a link whose
+    /// losses reset connections (stream semantics), its connection breaks,
+    /// as a TCP or WebSocket connection fails rather than skip a frame.
+    pub fn break_if_stream(&mut self, from: NodeId, to: NodeId, delivery: &Delivery) {
+        if let (LossEffect::ResetConnection, Some((conn, _))) =
+            (self.link_config(from, to).loss_effect, delivery.end())
+        {
+            self.reset_conn(conn);
         }
     }
 

@@ -20,7 +20,9 @@
 //! * **Partition** of `a → b`: frames (and close or reset notices) from `a`
 //!   to `b` are dropped, whether sent during the partition or in flight
 //!   when it starts; new connections across it are refused at once. Frames
-//!   sent after the heal are delivered. Loopback is never partitioned.
+//!   sent after the heal are delivered. Loopback is never partitioned. On a
+//!   link with [`LossEffect::ResetConnection`] a dropped frame also resets
+//!   its connection, as a loss does.
 //! * **Clog** of `a → b`: frames are held, not dropped, and delivered in
 //!   order when the link is unclogged.
 //! * **Reset** between `a` and `b`: every connection between them is reset

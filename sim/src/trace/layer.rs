@@ -69,6 +69,13 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if event.metadata().fields().field(PROBE_FIELD).is_some() {
+            let mut probe = ProbeReader(None);
+            event.record(&mut probe);
+            if let Some(name) = probe.0 {
+                self.sink.count_probe(&name);
+            }
+        }
         self.sink.record_program(*event.metadata().level(), |text| {
             if let Some(scope) = ctx.event_scope(event) {
                 for span in scope.from_root() {
@@ -86,6 +93,26 @@ where
             }
             event.record(&mut FieldWriter::new(text));
         });
+    }
+}
+
+/// The field that names a sometimes-probe: `tracing::info!(probe = "name", ...)`.
+pub(crate) const PROBE_FIELD: &str = "probe";
+
+/// Reads the value of an event's [`PROBE_FIELD`].
+struct ProbeReader(Option<String>);
+
+impl Visit for ProbeReader {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == PROBE_FIELD {
+            self.0 = Some(value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == PROBE_FIELD {
+            self.0 = Some(format!("{value:?}"));
+        }
     }
 }
 

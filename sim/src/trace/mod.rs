@@ -171,6 +171,8 @@ struct TraceBuffer {
     node_names: Vec<Arc<str>>,
     /// Names of live tasks (of every task with `Full`).
     task_names: BTreeMap<TaskId, Arc<str>>,
+    /// Sometimes-probes reached: events with a `probe` field, by its value.
+    probes: BTreeMap<String, u64>,
 }
 
 impl TraceSink {
@@ -193,6 +195,7 @@ impl TraceSink {
                 scratch: String::with_capacity(256),
                 node_names: Vec::new(),
                 task_names: BTreeMap::new(),
+                probes: BTreeMap::new(),
             }),
         }
     }
@@ -297,6 +300,22 @@ impl TraceSink {
         write(&mut text);
         buffer.record(time, node, task, level, Source::Program, &text);
         buffer.scratch = text;
+    }
+
+    /// Count one event naming the sometimes-probe `name`.
+    pub fn count_probe(&self, name: &str) {
+        let mut buffer = self.buffer();
+        match buffer.probes.get_mut(name) {
+            Some(count) => *count += 1,
+            None => {
+                buffer.probes.insert(name.to_owned(), 1);
+            }
+        }
+    }
+
+    /// How many events named each sometimes-probe.
+    pub fn probes(&self) -> BTreeMap<String, u64> {
+        self.buffer().probes.clone()
     }
 
     /// The fingerprint of every record so far.
