@@ -20,7 +20,8 @@
 //! * [`catalogue`]: the shipped scenarios ([`catalogue_dir`],
 //!   [`load_catalogue`]);
 //! * [`shrink`]: delta debugging of a failing run's explicit events;
-//! * [`store`]: core's `Store` on the simulator's disk (`SimStore`).
+//! * [`store`]: core's `Store` on the simulator's disk (`SimStore`);
+//! * [`testing`]: seeds in `cargo test` for any scenario, from `FAULTLINE_SEED*`.
 
 pub mod catalogue;
 pub mod fault_plan;
@@ -31,6 +32,7 @@ mod run;
 pub mod scenario;
 pub mod shrink;
 pub mod store;
+pub mod testing;
 pub mod topology;
 pub mod workload;
 pub mod world;

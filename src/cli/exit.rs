@@ -1,5 +1,4 @@
 //! Exit statuses, stated once for every subcommand.
-#![allow(dead_code)] // statuses 1-3 are returned by the sim harness
 
 use std::process::ExitCode;
 

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod connect;
 pub mod env;
 pub mod exit;
+pub mod harness;
 pub mod job;
 pub mod overview;
 pub mod pool;

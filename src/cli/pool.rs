@@ -1,5 +1,4 @@
 //! Seed ranges, shards and the thread pool that runs simulations in parallel.
-#![allow(dead_code)] // used by `sim fuzz`, which lands with the scenario harness
 //!
 //! Work is a sequence of *units* (a scenario and a seed) numbered from 0.
 //! Workers take the next unit number from one atomic counter, so the split is
@@ -25,9 +24,6 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// The whole seed space.
-    pub const ALL: Shard = Shard { index: 0, count: 1 };
-
     /// The `n`-th seed (0-based) that belongs to this shard, counting from `start`.
     pub fn seed(&self, start: u64, n: u64) -> u64 {
         start

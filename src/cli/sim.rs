@@ -19,6 +19,16 @@ pub struct SimArgs {
 
 #[derive(Subcommand, Debug)]
 enum SimCommand {
+    /// Run one scenario for one seed; the last line is `ok|FAIL scenario=… seed=… hash=…`.
+    Run(super::harness::RunArgs),
+    /// Fuzz scenarios over many seeds on every core (no argument: the whole catalogue).
+    Fuzz(super::harness::fuzz::FuzzArgs),
+    /// Replay a seed bit for bit with its whole trace (from a failure report's command).
+    Replay(super::harness::ReplayArgs),
+    /// Shrink a failing seed's fault plan and workload to a minimal failing set.
+    Shrink(super::harness::shrinking::ShrinkArgs),
+    /// List the scenarios of the catalogue (or of a directory).
+    List(super::harness::ListArgs),
     /// Run the simulator's own micro-workloads and print throughput and time compression.
     Bench(super::sim_bench::BenchArgs),
     /// Validate and print a fault plan file, or generate one from a seed and a profile.
@@ -31,6 +41,11 @@ enum SimCommand {
 /// Run a `sim` subcommand.
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
     match args.command {
+        SimCommand::Run(args) => super::harness::run_command(args),
+        SimCommand::Fuzz(args) => super::harness::fuzz::fuzz_command(args),
+        SimCommand::Replay(args) => super::harness::replay_command(args),
+        SimCommand::Shrink(args) => super::harness::shrinking::shrink_command(args),
+        SimCommand::List(args) => super::harness::list_command(args),
         SimCommand::Bench(args) => super::sim_bench::run(args),
         SimCommand::Plan(args) => plan(args),
         SimCommand::Selftest(args) => selftest(args),
