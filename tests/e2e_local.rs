@@ -18,6 +18,28 @@ fn serve_with_local_agents_and_no_config_is_one_command_to_a_working_system() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the token is private");
+    let jobs_mode = std::fs::metadata(data.join("jobs.db"))
+        .expect("job store file")
+        .permissions()
+        .mode();
+    assert_eq!(jobs_mode & 0o777, 0o600, "the job store is private");
+
+    let second = faultline()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .output()
+        .expect("run a second faultline serve");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(
+        second.status.code(),
+        Some(4),
+        "a second supervisor on the same data directory is refused: {stderr}"
+    );
+    assert!(
+        stderr.contains("in use by another supervisor")
+            && stderr.contains(&format!("pid {}", serve.id())),
+        "names the holder: {stderr}"
+    );
 
     let cli = |args: &[&str]| {
         faultline()

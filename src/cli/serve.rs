@@ -29,7 +29,7 @@ use faultline_core::supervisor::{StartError, Supervisor, SupervisorDeps};
 use super::env;
 use super::exit;
 use crate::real::config::{ConfigFile, ServerConfig};
-use crate::real::datadir::DataDir;
+use crate::real::datadir::{DataDir, DataDirError};
 use crate::real::local_agents::{LocalAgentSpec, LocalAgents};
 use crate::real::runtime::TokioRuntime;
 use crate::real::sqlite::SqliteStore;
@@ -78,14 +78,25 @@ struct Plan {
 /// Run the supervisor until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     logging::init("info");
-    let plan = prepare(&args)?;
-    let store = store::open_store(&plan.data).map_err(|error| {
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path).map_err(|error| exit::usage(error.to_string()))?,
+        None => ConfigFile::default(),
+    };
+    let data = DataDir::resolve(args.data.as_deref().or(file.server.data_dir.as_deref()))?;
+    // Held until the process ends: one supervisor per data directory.
+    let _lock = data.lock().map_err(|error| match error {
+        DataDirError::Locked { .. } => exit::usage(error.to_string()),
+        other => anyhow::Error::new(other),
+    })?;
+    // The store is checked before anything is written beside it.
+    let store = store::open_store(&data).map_err(|error| {
         if error.is_bad_input() {
             exit::usage(error.to_string())
         } else {
             anyhow::Error::new(error)
         }
     })?;
+    let plan = prepare(&args, file, data)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("faultline-serve")
@@ -96,14 +107,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Read the config, settle the data directory, users and local agents.
-fn prepare(args: &ServeArgs) -> anyhow::Result<Plan> {
-    let file = match &args.config {
-        Some(path) => ConfigFile::load(path).map_err(|error| exit::usage(error.to_string()))?,
-        None => ConfigFile::default(),
-    };
-    let data = DataDir::resolve(args.data.as_deref().or(file.server.data_dir.as_deref()))?;
-    data.create()?;
+/// Settle users (creating the `local` user's token if none is configured)
+/// and local agents, and check the resulting configuration.
+fn prepare(args: &ServeArgs, file: ConfigFile, data: DataDir) -> anyhow::Result<Plan> {
     let mut supervisor = file.supervisor;
     if supervisor.users.is_empty() {
         let token = data.user_token()?;

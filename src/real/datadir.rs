@@ -7,9 +7,13 @@
 //! | `token` | the `local` user's token, created on first start | 0600 |
 //! | `agent-token` | the token of agents started with `--local-agents` | 0600 |
 //! | `url` | the URL the running supervisor answers on | 0644 |
+//! | `lock` | locked while a supervisor uses the directory; holds its pid | 0600 |
 //!
 //! The directory itself is created 0700. A secret file that others can
-//! read is refused rather than used.
+//! read is refused rather than used. Two supervisors on one directory would
+//! share one job store and each take the other's agents for lost: the
+//! second is refused while the first holds the lock (an advisory `flock`,
+//! released by the kernel however the holder ends, SIGKILL included).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -31,6 +35,18 @@ pub enum DataDirError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// Another process holds the directory's lock.
+    #[error(
+        "{} is in use by another supervisor{}; stop it first or pass a different --data",
+        dir.display(),
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// The pid recorded by the holder, if readable.
+        holder: Option<u32>,
     },
     /// A secret file is readable by other users.
     #[error("{} is readable by other users; run `chmod 600 {}` or remove it", path.display(), path.display())]
@@ -58,6 +74,13 @@ pub struct DataDir {
 const USER_TOKEN_FILE: &str = "token";
 const AGENT_TOKEN_FILE: &str = "agent-token";
 const URL_FILE: &str = "url";
+const LOCK_FILE: &str = "lock";
+
+/// The lock on a data directory, held until dropped (or the process ends).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: fs::File,
+}
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
     move |source| DataDirError::Io {
@@ -97,6 +120,41 @@ impl DataDir {
             .mode(0o700)
             .create(&self.path)
             .map_err(io_error(&self.path))
+    }
+
+    /// Take the directory's lock (creating the directory if needed) and
+    /// record this process's pid in it; [`DataDirError::Locked`] if another
+    /// process holds it.
+    pub fn lock(&self) -> Result<DirLock, DataDirError> {
+        self.create()?;
+        let path = self.path.join(LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let holder = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
+                return Err(DataDirError::Locked {
+                    dir: self.path.clone(),
+                    holder,
+                });
+            }
+            Err(fs::TryLockError::Error(error)) => return Err(io_error(&path)(error)),
+        }
+        file.set_len(0).map_err(io_error(&path))?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            .map_err(io_error(&path))?;
+        Ok(DirLock { _file: file })
     }
 
     /// The `local` user's token, created if absent.
@@ -253,6 +311,31 @@ mod tests {
             dir.read_url().expect("readable").as_deref(),
             Some("http://127.0.0.1:7070")
         );
+        let _ = fs::remove_dir_all(dir.path());
+    }
+
+    #[test]
+    fn a_locked_directory_is_refused_until_its_lock_is_dropped() {
+        let dir = scratch("lock");
+        let held = dir.lock().expect("the first lock is taken");
+        match dir.lock() {
+            Err(DataDirError::Locked {
+                dir: locked,
+                holder,
+            }) => {
+                assert_eq!(locked, dir.path());
+                assert_eq!(holder, Some(std::process::id()));
+            }
+            other => panic!("a second lock must be refused, got {other:?}"),
+        }
+        let message = dir.lock().expect_err("still held").to_string();
+        assert!(
+            message.contains("in use by another supervisor") && message.contains("--data"),
+            "{message}"
+        );
+        drop(held);
+        let again = dir.lock().expect("free once the holder dropped it");
+        drop(again);
         let _ = fs::remove_dir_all(dir.path());
     }
 
