@@ -169,7 +169,8 @@ impl Checker {
             None => true,
             Some(index) if index == self.supervisor_node.index() => {
                 self.supervisor_steps += 1;
-                self.supervisor_steps % SNAPSHOT_EVERY_SUPERVISOR_STEPS == 0
+                self.supervisor_steps
+                    .is_multiple_of(SNAPSHOT_EVERY_SUPERVISOR_STEPS)
             }
             Some(_) => false,
         };

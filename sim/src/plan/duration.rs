@@ -69,7 +69,7 @@ fn parse_magnitude(text: &str) -> Result<u128, String> {
         let scale = 10u128.pow(fraction.len() as u32);
         let digits: u128 = fraction.parse().map_err(|_| expected())?;
         let scaled = digits * unit_nanos;
-        if scaled % scale != 0 {
+        if !scaled.is_multiple_of(scale) {
             return Err(format!("{text:?} is finer than a nanosecond"));
         }
         nanos = nanos.checked_add(scaled / scale).ok_or_else(too_large)?;
@@ -80,7 +80,7 @@ fn parse_magnitude(text: &str) -> Result<u128, String> {
 /// Print a duration so that [`parse_duration`] gives it back exactly.
 pub fn format_duration(duration: Duration) -> String {
     let nanos = duration.as_nanos();
-    if nanos >= 1_000_000_000 && nanos % 1_000_000 == 0 {
+    if nanos >= 1_000_000_000 && nanos.is_multiple_of(1_000_000) {
         let seconds = nanos / 1_000_000_000;
         let millis = nanos % 1_000_000_000 / 1_000_000;
         if millis == 0 {
@@ -89,9 +89,9 @@ pub fn format_duration(duration: Duration) -> String {
             let decimals = format!("{millis:03}");
             format!("{seconds}.{}s", decimals.trim_end_matches('0'))
         }
-    } else if nanos % 1_000_000 == 0 {
+    } else if nanos.is_multiple_of(1_000_000) {
         format!("{}ms", nanos / 1_000_000)
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         format!("{}us", nanos / 1_000)
     } else {
         format!("{nanos}ns")

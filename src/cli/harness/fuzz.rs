@@ -200,10 +200,11 @@ pub fn fuzz_command(args: FuzzArgs) -> anyhow::Result<()> {
     let work = |unit: u64| -> UnitResult {
         let scenario = (unit % count) as usize;
         let report = run(&scenarios[scenario].scenario, &options_of(unit));
-        let divergence = (args.determinism_every > 0 && unit % args.determinism_every == 0)
-            .then(|| run(&scenarios[scenario].scenario, &options_of(unit)).hash)
-            .filter(|again| *again != report.hash)
-            .map(|again| (report.hash.clone(), again));
+        let divergence = (args.determinism_every > 0
+            && unit.is_multiple_of(args.determinism_every))
+        .then(|| run(&scenarios[scenario].scenario, &options_of(unit)).hash)
+        .filter(|again| *again != report.hash)
+        .map(|again| (report.hash.clone(), again));
         let safety = report
             .failure()
             .is_some_and(|failure| failure.kind.is_safety());
