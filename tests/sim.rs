@@ -141,7 +141,7 @@ fn a_contradictory_plan_names_the_file_and_line_and_exits_4() {
 fn a_malformed_plan_names_the_file_and_line_and_exits_4() {
     for (name, text, line, problem) in [
         ("syntax.toml", "[[fault]]\nat = \"1s\nkind = \"kill\"\n", 2, "string"),
-        ("field.toml", "[[fault]]\nat = \"1s\"\nkind = \"stall\"\nnode = \"n\"\nduration = \"soon\"\n", 5, "not a duration"),
+        ("field.toml", "[[fault]]\nat = \"1s\"\nkind = \"stall\"\nnode = \"n\"\nduration = \"soon\"\n", 5, "invalid duration `soon`"),
         ("kind.toml", "[[fault]]\nat = \"1s\"\nkind = \"meteor\"\n", 3, "unknown kind"),
         ("order.toml", "[[fault]]\nat = \"2s\"\nkind = \"kill\"\nnode = \"n\"\n[[fault]]\nat = \"1s\"\nkind = \"restart\"\nnode = \"n\"\n", 5, "sorted by time"),
     ] {

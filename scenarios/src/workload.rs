@@ -24,8 +24,8 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use faultline_core::duration::{format_decimal, parse_duration};
 use faultline_core::protocol::JobKind;
-use faultline_sim::plan::duration::{format_duration, parse_duration};
 use faultline_sim::{Choices, Purpose, SimRng};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -206,10 +206,10 @@ impl fmt::Display for ClientAction {
                 write!(
                     f,
                     "submit {key} {kind} running {} exit {exit_code}",
-                    format_duration(*duration)
+                    format_decimal(*duration)
                 )?;
                 if let Some(max_run) = max_run {
-                    write!(f, " max-run {}", format_duration(*max_run))?;
+                    write!(f, " max-run {}", format_decimal(*max_run))?;
                 }
             }
             Action::Cancel { key } => write!(f, "cancel {key}")?,
@@ -353,7 +353,7 @@ mod exact {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&super::format_duration(*duration))
+        serializer.serialize_str(&super::format_decimal(*duration))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {

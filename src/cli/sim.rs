@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use faultline_sim::plan::duration::{format_duration, parse_duration};
+use faultline_core::duration::{format_decimal, parse_duration};
 use faultline_sim::workloads::chatter;
 use faultline_sim::{FaultPlan, FaultProfile, SchedulerKind, TraceCapture};
 
@@ -116,7 +116,7 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
             args.seed,
             args.profile,
             args.nodes.join(","),
-            format_duration(args.duration)
+            format_decimal(args.duration)
         );
         (plan, origin)
     } else {

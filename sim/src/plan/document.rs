@@ -11,9 +11,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::duration::{format_duration, format_offset, parse_duration, parse_offset};
 use super::{Fault, FaultEvent, FaultPlan, PlanError, PlanOrigin};
 use crate::net::Direction;
+use faultline_core::duration::{format_decimal, format_offset, parse_duration, parse_offset};
 
 /// A plan as serde sees it.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -283,7 +283,7 @@ impl EventDocument {
 
     fn from_event(event: &FaultEvent) -> EventDocument {
         let mut document = EventDocument {
-            at: format_duration(event.at),
+            at: format_decimal(event.at),
             kind: event.fault.kind().to_owned(),
             ..EventDocument::default()
         };
@@ -302,7 +302,7 @@ impl EventDocument {
             Fault::Kill { node } | Fault::Restart { node } => document.node = Some(node.clone()),
             Fault::Stall { node, duration } => {
                 document.node = Some(node.clone());
-                document.duration = Some(format_duration(*duration));
+                document.duration = Some(format_decimal(*duration));
             }
             Fault::Skew { node, offset_nanos } => {
                 document.node = Some(node.clone());

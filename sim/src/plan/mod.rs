@@ -5,7 +5,8 @@
 //! hand, printed, edited, loaded from a TOML file and shrunk. Applying the
 //! same plan to the same seed gives the same run.
 //!
-//! * [`duration`]: `1.5s`, `250ms`, `-2s` (exact, round-tripping);
+//! * durations and offsets (`1.5s`, `250ms`, `-2s`) are read and printed
+//!   by [`faultline_core::duration`], exact to the nanosecond;
 //! * [`document`]: the TOML/serde form and the loader with file and line
 //!   errors;
 //! * [`validate`]: contradictions (heal without partition, restart of a
@@ -60,7 +61,6 @@
 //! ```
 
 pub mod document;
-pub mod duration;
 pub mod generate;
 pub mod validate;
 
@@ -211,14 +211,14 @@ impl fmt::Display for Fault {
                 write!(
                     f,
                     "stall {node} for {}",
-                    duration::format_duration(*duration)
+                    faultline_core::duration::format_decimal(*duration)
                 )
             }
             Fault::Skew { node, offset_nanos } => {
                 write!(
                     f,
                     "skew {node} clock by {}",
-                    duration::format_offset(*offset_nanos)
+                    faultline_core::duration::format_offset(*offset_nanos)
                 )
             }
             Fault::Reset {
