@@ -7,7 +7,9 @@ use std::net::TcpStream;
 use faultline_core::protocol::{AgentMessage, SupervisorMessage};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::support::cluster::{agent_token, Cluster, Topology, ALICE, BOB};
+use crate::support::cluster::{
+    agent_token, Cluster, Topology, ALICE, BOB, DEADLINE, HEADER_READ_TIMEOUT_MS,
+};
 use crate::support::http::request;
 
 fn one_agent() -> Topology {
@@ -109,6 +111,56 @@ fn malformed_and_oversized_requests_are_refused_and_lose_nothing() {
     assert_eq!(job["status"], "completed", "{job}");
     let after = cluster.submit(ALICE, &[], &["true"]);
     assert_eq!(cluster.wait_for_end(ALICE, &after)["status"], "completed");
+}
+
+/// Whether the server closed `stream` (EOF or reset) before `deadline`.
+fn closed_by_server(stream: &mut TcpStream, deadline: std::time::Duration) -> bool {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(deadline))
+        .expect("set a read timeout");
+    let mut buffer = [0u8; 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an error response before the close is fine
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected_and_others_are_served() {
+    use std::io::Write;
+    let cluster = Cluster::start("slow-headers", &one_agent());
+    let addr = cluster.addr();
+    let mut silent = TcpStream::connect(addr).expect("connect");
+    let mut slow = TcpStream::connect(addr).expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: faultline\r\n")
+        .expect("half a request head");
+    let job = cluster.submit(ALICE, &[], &["true"]);
+    assert_eq!(
+        cluster.wait_for_end(ALICE, &job)["status"],
+        "completed",
+        "served while two clients hold connections open"
+    );
+    for (name, stream) in [("silent", &mut silent), ("slow", &mut slow)] {
+        assert!(
+            closed_by_server(stream, DEADLINE),
+            "the {name} client still holds its connection after {DEADLINE:?} \
+             (header_read_timeout is {HEADER_READ_TIMEOUT_MS} ms)"
+        );
+    }
+    let answer = request(addr, "GET", "/healthz", None, b"");
+    assert_eq!(answer.status, 200, "the server still answers");
 }
 
 type Socket = tungstenite::WebSocket<TcpStream>;

@@ -33,7 +33,7 @@ use crate::real::datadir::{DataDir, DataDirError};
 use crate::real::local_agents::{LocalAgentSpec, LocalAgents};
 use crate::real::runtime::TokioRuntime;
 use crate::real::sqlite::SqliteStore;
-use crate::real::{http, logging, store};
+use crate::real::{http, listener, logging, store};
 
 /// The user created when no config file defines any.
 pub const LOCAL_USER: &str = "local";
@@ -225,9 +225,14 @@ async fn serve(plan: Plan, store: Arc<SqliteStore>) -> anyhow::Result<()> {
         LocalAgents::spawn(&url, &plan.local_agents).context("cannot start local agents")?;
     let app = http::router(Arc::new(supervisor.clone()), plan.server.http_limits());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(listener, app, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(listener::serve(
+        listener,
+        app,
+        plan.server.header_read_timeout,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let reason = stop_signal().await?;
     let timeout = plan.shutdown_timeout;
     tracing::info!(reason, ?timeout, "shutting down");

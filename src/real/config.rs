@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use faultline_core::config::SupervisorConfig;
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,10 @@ pub struct ServerConfig {
     pub agent_connections_max: usize,
     /// Slots of each agent started by `--local-agents`. Default 4.
     pub local_agent_slots: u32,
+    /// How long a client may take to send a request's header block before
+    /// its connection is closed. Default `10s`.
+    #[serde(with = "faultline_core::duration::serde_text")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +51,7 @@ impl Default for ServerConfig {
             requests_in_flight_max: limits.requests_in_flight_max,
             agent_connections_max: limits.agent_connections_max,
             local_agent_slots: 4,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -67,10 +73,16 @@ impl ServerConfig {
             ("agent_connections_max", self.agent_connections_max),
             ("local_agent_slots", self.local_agent_slots as usize),
         ];
-        match positive.iter().find(|(_, value)| *value == 0) {
-            Some((field, _)) => Err((format!("server.{field}"), "must be positive".into())),
-            None => Ok(()),
+        if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err((format!("server.{field}"), "must be positive".into()));
         }
+        if self.header_read_timeout.is_zero() {
+            return Err((
+                "server.header_read_timeout".into(),
+                "must be positive".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

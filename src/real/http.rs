@@ -85,7 +85,8 @@ struct AppState {
 }
 
 /// The HTTP API and the agent endpoint over `backend`. Serve it with
-/// [`serve`] (the agent endpoint needs the peer's address).
+/// [`super::listener::serve`], which gives each request its peer's
+/// address (the agent endpoint needs it).
 pub fn router(backend: Arc<dyn Backend>, limits: HttpLimits) -> Router {
     let state = AppState {
         backend,
@@ -103,20 +104,6 @@ pub fn router(backend: Arc<dyn Backend>, limits: HttpLimits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.body_bytes_max))
         .with_state(state)
-}
-
-/// Serve `app` on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 /// The HTTP status for an error code (core states the mapping).
@@ -557,7 +544,12 @@ mod tests {
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("address");
-        tokio::spawn(serve(listener, app, std::future::pending()));
+        tokio::spawn(super::super::listener::serve(
+            listener,
+            app,
+            std::time::Duration::from_secs(10),
+            std::future::pending(),
+        ));
         let url = format!("http://{addr}");
         let client = super::super::client::Client::new(&url, Some("secret".into())).expect("url");
         let response = client

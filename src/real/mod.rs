@@ -3,7 +3,8 @@
 //!
 //! * [`runtime`]: core's `Runtime` on tokio; [`launcher`]: jobs as processes
 //!   in their own process groups;
-//! * [`http`]: the supervisor's HTTP API and agent endpoint (axum, one port);
+//! * [`http`]: the supervisor's HTTP API and agent endpoint (axum, one port),
+//!   served by [`listener`]'s accept loop;
 //! * [`ws`]: core's `Connection` over WebSockets, and `TokioNet` for agents;
 //! * [`backend`]: the supervisor behind the HTTP layer;
 //! * [`client`]: the HTTP client the CLI uses;
@@ -20,6 +21,7 @@ pub mod datadir;
 pub mod http;
 #[allow(dead_code)] // parts of the launcher are only reached from its tests
 pub mod launcher;
+pub mod listener;
 pub mod local_agents;
 pub mod logging;
 #[allow(dead_code)] // parts of the runtime are only reached from its tests

@@ -21,6 +21,10 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// within about a second (five intervals).
 pub const HEARTBEAT_MS: u64 = 200;
 
+/// Header read timeout of test clusters: short, so a test can watch a
+/// silent client being cut off.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 1_000;
+
 /// Tokens of the test users.
 pub const ALICE: &str = "alice-token-0123456789";
 /// Bob: another ordinary user.
@@ -377,7 +381,9 @@ pub fn agent_token(id: &str) -> String {
 
 fn config_text(topology: &Topology) -> String {
     let mut text = format!(
-        "[supervisor]\n\
+        "[server]\n\
+         header_read_timeout = \"{HEADER_READ_TIMEOUT_MS}ms\"\n\n\
+         [supervisor]\n\
          heartbeat_interval = \"{HEARTBEAT_MS}ms\"\n\
          heartbeat_grace_intervals = 5\n\
          agent_reply_timeout = \"2s\"\n\
