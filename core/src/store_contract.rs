@@ -68,44 +68,27 @@ impl std::fmt::Debug for Case {
     }
 }
 
+/// A [`Case`] for each async case function, named after it.
+macro_rules! cases {
+    ($($case:ident),+ $(,)?) => {
+        &[$(Case {
+            name: stringify!($case),
+            body: |harness| Box::pin($case(harness)),
+        }),+]
+    };
+}
+
 /// Every case of the contract.
-pub const CASES: &[Case] = &[
-    Case {
-        name: "an_empty_store_loads_nothing",
-        body: |h| Box::pin(an_empty_store_loads_nothing(h)),
-    },
-    Case {
-        name: "a_committed_record_comes_back_with_every_field",
-        body: |h| Box::pin(a_committed_record_comes_back_with_every_field(h)),
-    },
-    Case {
-        name: "a_put_replaces_the_record_with_the_same_id",
-        body: |h| Box::pin(a_put_replaces_the_record_with_the_same_id(h)),
-    },
-    Case {
-        name: "load_returns_records_in_id_order",
-        body: |h| Box::pin(load_returns_records_in_id_order(h)),
-    },
-    Case {
-        name: "committed_records_survive_a_crash_and_uncommitted_ones_may_not",
-        body: |h| Box::pin(committed_records_survive_a_crash_and_uncommitted_ones_may_not(h)),
-    },
-    Case {
-        name: "a_commit_covers_the_puts_made_before_the_call",
-        body: |h| Box::pin(a_commit_covers_the_puts_made_before_the_call(h)),
-    },
-    Case {
-        name: "many_records_round_trip",
-        body: |h| Box::pin(many_records_round_trip(h)),
-    },
-    Case {
-        name: "the_next_id_after_a_reload_never_reuses_a_committed_id",
-        body: |h| Box::pin(the_next_id_after_a_reload_never_reuses_a_committed_id(h)),
-    },
-    Case {
-        name: "concurrent_commits_all_succeed_and_the_newest_put_wins",
-        body: |h| Box::pin(concurrent_commits_all_succeed_and_the_newest_put_wins(h)),
-    },
+pub const CASES: &[Case] = cases![
+    an_empty_store_loads_nothing,
+    a_committed_record_comes_back_with_every_field,
+    a_put_replaces_the_record_with_the_same_id,
+    load_returns_records_in_id_order,
+    committed_records_survive_a_crash_and_uncommitted_ones_may_not,
+    a_commit_covers_the_puts_made_before_the_call,
+    many_records_round_trip,
+    the_next_id_after_a_reload_never_reuses_a_committed_id,
+    concurrent_commits_all_succeed_and_the_newest_put_wins,
 ];
 
 /// Run every case, each on a fresh harness from `make`. Panics with the
