@@ -3,9 +3,10 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use faultline_core::runtime::{NetError, MAX_FRAME_BYTES};
+use faultline_core::runtime::{Connection, NetError, Runtime, MAX_FRAME_BYTES};
 use faultline_sim::{
     Direction, Fault, FaultEvent, FaultPlan, Latency, LinkConfig, LossEffect, NodeId, Sim,
 };
@@ -86,6 +87,24 @@ fn at(millis: u64, fault: Fault) -> FaultEvent {
     }
 }
 
+/// Client and server partitioned from each other, in `direction`.
+fn partition(direction: Direction) -> Fault {
+    Fault::Partition {
+        a: names(&["client"]),
+        b: names(&["server"]),
+        direction,
+    }
+}
+
+/// The both-ways partition between client and server healed.
+fn heal() -> Fault {
+    Fault::Heal {
+        a: names(&["client"]),
+        b: names(&["server"]),
+        direction: Direction::Both,
+    }
+}
+
 struct Setup {
     sim: Sim,
     frames: Log<(u64, Vec<u8>)>,
@@ -93,6 +112,25 @@ struct Setup {
     sends: Log<(u64, Result<(), NetError>)>,
     client: NodeId,
     server: NodeId,
+}
+
+impl Setup {
+    /// The sequence numbers the server received, in arrival order.
+    fn received(&self) -> Vec<u32> {
+        self.frames
+            .entries()
+            .iter()
+            .map(|(_, frame)| seq(frame))
+            .collect()
+    }
+
+    /// Whether every send the client made was accepted.
+    fn every_send_ok(&self) -> bool {
+        self.sends
+            .entries()
+            .iter()
+            .all(|(_, result)| result.is_ok())
+    }
 }
 
 fn setup(count: u32, interval: Duration) -> Setup {
@@ -125,12 +163,7 @@ fn a_lost_frame_is_never_delivered() {
         .sim
         .run_until(ms(2_000), |_, _| std::ops::ControlFlow::<()>::Continue(()))
         .expect("runs");
-    let received: Vec<u32> = setup
-        .frames
-        .entries()
-        .iter()
-        .map(|(_, frame)| seq(frame))
-        .collect();
+    let received = setup.received();
     let stats = setup.sim.net_stats();
     assert_eq!(stats.frames_sent, 300);
     assert!(
@@ -172,12 +205,7 @@ fn a_loss_that_resets_the_connection_fails_both_ends_at_once() {
         .set_link(setup.client, setup.server, breaking)
         .expect("a valid link");
     setup.sim.run_for(Duration::from_secs(2)).expect("runs");
-    let received: Vec<u32> = setup
-        .frames
-        .entries()
-        .iter()
-        .map(|(_, frame)| seq(frame))
-        .collect();
+    let received = setup.received();
     let first_failure = setup
         .sends
         .entries()
@@ -208,12 +236,7 @@ fn a_duplicated_frame_is_delivered_twice() {
         .set_link(setup.client, setup.server, doubling)
         .expect("a valid link");
     setup.sim.run_for(Duration::from_secs(1)).expect("runs");
-    let received: Vec<u32> = setup
-        .frames
-        .entries()
-        .iter()
-        .map(|(_, frame)| seq(frame))
-        .collect();
+    let received = setup.received();
     let expected: Vec<u32> = (0..20).flat_map(|seq| [seq, seq]).collect();
     assert_eq!(received, expected);
     assert_eq!(setup.sim.net_stats().frames_duplicated, 20);
@@ -222,25 +245,7 @@ fn a_duplicated_frame_is_delivered_twice() {
 #[test]
 fn a_partition_drops_frames_until_it_heals_at_the_planned_time() {
     let mut setup = setup(100, Duration::from_millis(10));
-    let group = |name: &str| vec![name.to_owned()];
-    let plan = FaultPlan::new(vec![
-        at(
-            100,
-            Fault::Partition {
-                a: group("client"),
-                b: group("server"),
-                direction: Direction::Both,
-            },
-        ),
-        at(
-            500,
-            Fault::Heal {
-                a: group("client"),
-                b: group("server"),
-                direction: Direction::Both,
-            },
-        ),
-    ]);
+    let plan = FaultPlan::new(vec![at(100, partition(Direction::Both)), at(500, heal())]);
     setup.sim.apply_plan(&plan).expect("a valid plan");
     setup.sim.run_for(Duration::from_secs(2)).expect("runs");
     // Connected at 20 ms (a round trip); frame i is sent at 30 + 10 i and
@@ -267,14 +272,7 @@ fn a_partition_drops_frames_until_it_heals_at_the_planned_time() {
         Some(510),
         "the first frame sent at the heal arrives"
     );
-    assert!(
-        setup
-            .sends
-            .entries()
-            .iter()
-            .all(|(_, result)| result.is_ok()),
-        "a partition is silent"
-    );
+    assert!(setup.every_send_ok(), "a partition is silent");
 }
 
 #[test]
@@ -288,33 +286,10 @@ fn a_partition_breaks_a_stream_connection_rather_than_skip_a_frame() {
         .sim
         .set_link(setup.client, setup.server, stream)
         .expect("a valid link");
-    let group = |name: &str| vec![name.to_owned()];
-    let plan = FaultPlan::new(vec![
-        at(
-            100,
-            Fault::Partition {
-                a: group("client"),
-                b: group("server"),
-                direction: Direction::Both,
-            },
-        ),
-        at(
-            500,
-            Fault::Heal {
-                a: group("client"),
-                b: group("server"),
-                direction: Direction::Both,
-            },
-        ),
-    ]);
+    let plan = FaultPlan::new(vec![at(100, partition(Direction::Both)), at(500, heal())]);
     setup.sim.apply_plan(&plan).expect("a valid plan");
     setup.sim.run_for(Duration::from_secs(2)).expect("runs");
-    let received: Vec<u32> = setup
-        .frames
-        .entries()
-        .iter()
-        .map(|(_, frame)| seq(frame))
-        .collect();
+    let received = setup.received();
     // Frame i is sent at 30 + 10 i: frames 0..=5 arrive before the
     // partition; frame 6 is due at 100 ms, as it starts, so it is cut and the
     // connection breaks: nothing arrives after a gap.
@@ -330,6 +305,25 @@ fn a_partition_breaks_a_stream_connection_rather_than_skip_a_frame() {
     );
 }
 
+/// Send 50 numbered frames on `connection`, one every 10 ms, while logging
+/// every frame received (with its arrival time) until the connection ends.
+async fn chat(runtime: &Arc<dyn Runtime>, mut connection: Connection, log: &Log<(u64, u32)>) {
+    let sender = connection.sender.clone();
+    let clock = runtime.clone();
+    runtime.spawn(
+        "writer",
+        Box::pin(async move {
+            for seq in 0..50u32 {
+                clock.sleep(Duration::from_millis(10)).await;
+                let _ = sender.send(seq.to_be_bytes().to_vec());
+            }
+        }),
+    );
+    while let Ok(frame) = connection.receiver.recv().await {
+        log.push((now_ms(runtime), seq(&frame)));
+    }
+}
+
 #[test]
 fn a_one_way_partition_cuts_only_its_direction() {
     let mut sim = exact_sim(1);
@@ -341,21 +335,8 @@ fn a_one_way_partition_cuts_only_its_direction() {
         async move {
             let runtime = context.runtime();
             let mut listener = context.net().listen(1).expect("a free port");
-            let mut connection = listener.accept().await.expect("one client");
-            let sender = connection.sender.clone();
-            let clock = runtime.clone();
-            runtime.spawn(
-                "writer",
-                Box::pin(async move {
-                    for seq in 0..50u32 {
-                        clock.sleep(Duration::from_millis(10)).await;
-                        let _ = sender.send(seq.to_be_bytes().to_vec());
-                    }
-                }),
-            );
-            while let Ok(frame) = connection.receiver.recv().await {
-                log.push((now_ms(&runtime), seq(&frame)));
-            }
+            let connection = listener.accept().await.expect("one client");
+            chat(&runtime, connection, &log).await;
         }
     });
     let client_log = at_client.clone();
@@ -363,31 +344,11 @@ fn a_one_way_partition_cuts_only_its_direction() {
         let log = client_log.clone();
         async move {
             let runtime = context.runtime();
-            let mut connection = context.net().connect("server:1").await.expect("listening");
-            let sender = connection.sender.clone();
-            let clock = runtime.clone();
-            runtime.spawn(
-                "writer",
-                Box::pin(async move {
-                    for seq in 0..50u32 {
-                        clock.sleep(Duration::from_millis(10)).await;
-                        let _ = sender.send(seq.to_be_bytes().to_vec());
-                    }
-                }),
-            );
-            while let Ok(frame) = connection.receiver.recv().await {
-                log.push((now_ms(&runtime), seq(&frame)));
-            }
+            let connection = context.net().connect("server:1").await.expect("listening");
+            chat(&runtime, connection, &log).await;
         }
     });
-    let plan = FaultPlan::new(vec![at(
-        200,
-        Fault::Partition {
-            a: names(&["client"]),
-            b: names(&["server"]),
-            direction: Direction::OneWay,
-        },
-    )]);
+    let plan = FaultPlan::new(vec![at(200, partition(Direction::OneWay))]);
     sim.apply_plan(&plan).expect("a valid plan");
     sim.run_for(Duration::from_secs(1)).expect("runs");
     let client_to_server = at_server.entries();
@@ -516,41 +477,19 @@ fn frames_sent_to_a_killed_node_are_lost_and_its_peer_learns_one_latency_later()
 #[test]
 fn a_peer_behind_a_partition_never_learns_of_a_kill() {
     let mut setup = setup(40, Duration::from_millis(10));
-    let both = |kind: &str| {
-        let (a, b) = (names(&["client"]), names(&["server"]));
-        match kind {
-            "partition" => Fault::Partition {
-                a,
-                b,
-                direction: Direction::Both,
-            },
-            _ => Fault::Heal {
-                a,
-                b,
-                direction: Direction::Both,
-            },
-        }
-    };
     let plan = FaultPlan::new(vec![
-        at(100, both("partition")),
+        at(100, partition(Direction::Both)),
         at(
             150,
             Fault::Kill {
                 node: "server".into(),
             },
         ),
-        at(250, both("heal")),
+        at(250, heal()),
     ]);
     setup.sim.apply_plan(&plan).expect("a valid plan");
     setup.sim.run_for(Duration::from_secs(1)).expect("runs");
-    assert!(
-        setup
-            .sends
-            .entries()
-            .iter()
-            .all(|(_, result)| result.is_ok()),
-        "half-open: sends still succeed"
-    );
+    assert!(setup.every_send_ok(), "half-open: sends still succeed");
     assert!(
         setup.sim.net_stats().frames_dropped > 0,
         "frames after the heal reach a dead end"
