@@ -306,18 +306,28 @@ impl Generator<'_> {
         }
     }
 
+    /// An episode of `min` to `max` on a crash target that has nothing else
+    /// planned then, reserved for it: `(node, start, end)`.
+    fn node_episode(
+        &mut self,
+        min: Duration,
+        max: Duration,
+    ) -> Option<(usize, Duration, Duration)> {
+        let (start, end) = self.episode(min, max)?;
+        let node = self.crash_target()?;
+        if !self.node_is_free(node, start, end) {
+            return None;
+        }
+        self.taken.nodes.push((node, start, end));
+        Some((node, start, end))
+    }
+
     fn kill(&mut self) {
-        let Some((start, end)) = self.episode(self.profile.episode_min, self.profile.downtime_max)
+        let Some((node, start, end)) =
+            self.node_episode(self.profile.episode_min, self.profile.downtime_max)
         else {
             return;
         };
-        let Some(node) = self.crash_target() else {
-            return;
-        };
-        if !self.node_is_free(node, start, end) {
-            return;
-        }
-        self.taken.nodes.push((node, start, end));
         self.push(
             start,
             Fault::Kill {
@@ -333,18 +343,11 @@ impl Generator<'_> {
     }
 
     fn stall(&mut self) {
-        let Some((start, end)) =
-            self.episode(Duration::from_millis(1), self.profile.stall_duration_max)
+        let Some((node, start, end)) =
+            self.node_episode(Duration::from_millis(1), self.profile.stall_duration_max)
         else {
             return;
         };
-        let Some(node) = self.crash_target() else {
-            return;
-        };
-        if !self.node_is_free(node, start, end) {
-            return;
-        }
-        self.taken.nodes.push((node, start, end));
         self.push(
             start,
             Fault::Stall {
