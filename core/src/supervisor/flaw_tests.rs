@@ -103,10 +103,7 @@ fn use_after_destroy_applies_a_late_report_to_a_settled_job() {
 
 fn completion_before_max_run(flaws: FlawSet) -> (World, JobId) {
     let world = World::start_flawed(flaws);
-    let (job, agent) = world.dispatch_one_with(submit_request_with_max_run(1_000), 2);
-    agent.started(&job.id, 1);
-    agent.finished(&job.id, 1, exit_code(0), false);
-    world.runtime.run_until_idle();
+    let (job, agent) = world.complete_one_with(submit_request_with_max_run(1_000), 2);
     world.advance_ms(1_000);
     agent.heartbeat(1);
     world.advance_ms(500);

@@ -23,8 +23,7 @@ fn a_reconnecting_agent_keeps_the_runs_it_declares() {
     );
     second.finished(&job.id, 1, exit_code(0), false);
     world.runtime.run_until_idle();
-    assert_eq!(world.status("alice", &job.id).status, JobStatus::Completed);
-    assert_consistent(&world.snapshot());
+    world.assert_status_and_consistency("alice", &job.id, JobStatus::Completed);
 }
 
 #[test]

@@ -44,8 +44,7 @@ fn canceling_a_running_job_kills_exactly_its_run() {
     assert_eq!(agent.kills(), vec![(job.id.clone(), 1)]);
     agent.finished(&job.id, 1, killed_by(9), true);
     world.runtime.run_until_idle();
-    assert_eq!(world.status("alice", &job.id).status, JobStatus::Canceled);
-    assert_consistent(&world.snapshot());
+    world.assert_status_and_consistency("alice", &job.id, JobStatus::Canceled);
 }
 
 #[test]
@@ -55,8 +54,7 @@ fn a_completion_that_wins_the_race_with_a_cancel_stays_completed() {
     world.cancel("alice", &job.id);
     agent.finished(&job.id, 1, exit_code(0), false);
     world.runtime.run_until_idle();
-    assert_eq!(world.status("alice", &job.id).status, JobStatus::Completed);
-    assert_consistent(&world.snapshot());
+    world.assert_status_and_consistency("alice", &job.id, JobStatus::Completed);
 }
 
 #[test]
@@ -102,8 +100,7 @@ fn a_canceled_job_whose_run_never_arrived_is_canceled_not_rerun() {
     let mut second = world.connect("a-1", 2, vec![]);
     world.advance_ms(2_000);
     assert!(second.runs().is_empty());
-    assert_eq!(world.status("alice", &job.id).status, JobStatus::Canceled);
-    assert_consistent(&world.snapshot());
+    world.assert_status_and_consistency("alice", &job.id, JobStatus::Canceled);
 }
 
 #[test]

@@ -35,7 +35,7 @@ use crate::config::{AgentAuthConfig, Role, SupervisorConfig, UserConfig};
 use crate::flaws::FlawSet;
 use crate::protocol::{
     AgentId, AgentMessage, ClientRequest, ClientResponse, ErrorCode, ExitInfo, JobId, JobKind,
-    JobView, RunId, RunningJob, SubmitRequest,
+    JobStatus, JobView, RunId, RunningJob, SubmitRequest,
 };
 use crate::runtime::{Net, Runtime};
 use crate::store::{Durability, MemoryStore};
@@ -154,18 +154,22 @@ impl World {
     /// configuration and flaws on the same store and clock.
     pub(super) fn restart(&self) -> World {
         self.supervisor.shutdown();
-        World::start_with(
-            self.config.clone(),
-            self.store.clone(),
-            self.flaws,
-            self.runtime.clone(),
-        )
+        self.start_again()
     }
 
     /// [`World::restart`], losing what the store had not committed.
     pub(super) fn restart_after_crash(&self) -> World {
         self.supervisor.shutdown();
         self.store.crash();
+        self.start_again()
+    }
+
+    /// A new supervisor on this world's store and clock.
+    fn start_again(&self) -> World {
+        assert!(
+            self.snapshot().shutting_down,
+            "one supervisor at a time on a store"
+        );
         World::start_with(
             self.config.clone(),
             self.store.clone(),
@@ -272,6 +276,32 @@ impl World {
         agent.started(&job.id, 1);
         self.runtime.run_until_idle();
         (job, agent)
+    }
+
+    /// [`World::dispatch_one_with`], then the agent reports run 1 started
+    /// and completed.
+    pub(super) fn complete_one_with(
+        &self,
+        request: SubmitRequest,
+        slots: u32,
+    ) -> (JobView, FakeAgent) {
+        let (job, agent) = self.dispatch_one_with(request, slots);
+        agent.started(&job.id, 1);
+        agent.finished(&job.id, 1, exit_code(0), false);
+        self.runtime.run_until_idle();
+        (job, agent)
+    }
+
+    /// Assert that `owner` sees `job` in `status`, and that the whole state
+    /// is consistent.
+    pub(super) fn assert_status_and_consistency(
+        &self,
+        owner: &str,
+        job: &JobId,
+        status: JobStatus,
+    ) {
+        assert_eq!(self.status(owner, job).status, status, "{owner}'s {job}");
+        assert_consistent(&self.snapshot());
     }
 
     /// Serve clients and agents over a fresh [`TestNet`] (clients at

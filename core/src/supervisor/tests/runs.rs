@@ -21,8 +21,7 @@ fn a_job_runs_to_completion_and_returns_its_slots() {
     assert_eq!(job.id, JobId("j-1".into()));
     agent.started(&job.id, 1);
     world.runtime.run_until_idle();
-    assert_eq!(world.status("alice", &job.id).status, JobStatus::Running);
-    assert_consistent(&world.snapshot());
+    world.assert_status_and_consistency("alice", &job.id, JobStatus::Running);
     agent.finished(&job.id, 1, exit_code(0), false);
     world.runtime.run_until_idle();
     let done = world.job(&job.id);

@@ -1,7 +1,7 @@
 //! Time limits: the max-run timer, the start timeout, and the heartbeat
 //! grace that keeps (or loses) an agent and its jobs.
 
-use super::{assert_consistent, config, exit_code, killed_by, submit_request_with_max_run, World};
+use super::{assert_consistent, config, killed_by, submit_request_with_max_run, World};
 use crate::agents::Link;
 use crate::protocol::{JobKind, JobStatus, SupervisorMessage};
 
@@ -27,10 +27,7 @@ fn a_run_past_its_max_run_time_is_killed_and_timed_out() {
 #[test]
 fn a_completed_run_disarms_its_max_run_timer() {
     let world = World::start(config());
-    let (job, agent) = world.dispatch_one_with(submit_request_with_max_run(1_000), 2);
-    agent.started(&job.id, 1);
-    agent.finished(&job.id, 1, exit_code(0), false);
-    world.runtime.run_until_idle();
+    let (job, agent) = world.complete_one_with(submit_request_with_max_run(1_000), 2);
     world.advance_ms(500);
     agent.heartbeat(1);
     world.advance_ms(2_000);
