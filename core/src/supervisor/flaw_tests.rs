@@ -3,22 +3,16 @@
 //! observe); with no flaw, the same steps leave a consistent state.
 //! Only compiled with the `flaws` feature.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::testkit::{poll_once, TestRuntime};
 use super::tests::{
-    assert_consistent, config, exit_code, expect_job, killed_by, submit_request, World,
+    assert_consistent, declared, exit_code, expect_job, killed_by, submit_request,
+    submit_request_with_max_run, World,
 };
 use crate::agents::Link;
 use crate::flaws::{Flaw, FlawSet};
 use crate::job::is_legal_transition;
-use crate::protocol::{ClientRequest, JobId, JobKind, JobStatus, RunningJob};
-use crate::store::{Durability, MemoryStore};
-
-fn world(flaws: FlawSet) -> World {
-    World::start_with(config(), MemoryStore::new(), flaws, TestRuntime::new())
-}
+use crate::protocol::{ClientRequest, JobId, JobKind, JobStatus};
 
 fn with(flaw: Flaw) -> FlawSet {
     FlawSet::of(&[flaw])
@@ -34,7 +28,7 @@ fn has_illegal_transition(world: &World, job: &JobId) -> bool {
 /// first finishes, the slot is handed to the second, and the second is
 /// canceled before its op wakes to take the slot.
 fn cancel_during_slot_hand_off(flaws: FlawSet) -> (World, JobId) {
-    let world = world(flaws);
+    let world = World::start_flawed(flaws);
     let first = world.submit("alice", JobKind::Sequential);
     let second = world.submit("bob", JobKind::Sequential);
     let mut agent = world.connect("a-1", 2, vec![]);
@@ -54,16 +48,10 @@ fn cancel_during_slot_hand_off(flaws: FlawSet) -> (World, JobId) {
             .any(|task| task.starts_with("run-op j-2")),
         "the slot was handed to the waiting op, which has not run yet"
     );
-    {
-        let cancel = world.supervisor.handle_client(
-            "bob",
-            ClientRequest::Cancel {
-                job: second.id.clone(),
-            },
-        );
-        futures::pin_mut!(cancel);
-        assert!(poll_once(cancel.as_mut()).is_ready());
-    }
+    let cancel = ClientRequest::Cancel {
+        job: second.id.clone(),
+    };
+    assert!(world.call_once("bob", cancel).is_ready());
     world.runtime.run_until_idle();
     (world, second.id)
 }
@@ -86,12 +74,8 @@ fn slot_leak_on_cancel_leaves_a_terminal_job_holding_a_slot() {
 }
 
 fn late_report_after_unconfirmed_kill(flaws: FlawSet) -> (World, JobId) {
-    let world = world(flaws);
-    let job = world.submit("alice", JobKind::Parallel);
-    let mut agent = world.connect("a-1", 2, vec![]);
-    agent.runs();
-    agent.started(&job.id, 1);
-    world.runtime.run_until_idle();
+    let world = World::start_flawed(flaws);
+    let (job, agent) = world.start_one(2);
     world.cancel("alice", &job.id);
     world.advance_ms(1_000);
     agent.heartbeat(1);
@@ -118,15 +102,8 @@ fn use_after_destroy_applies_a_late_report_to_a_settled_job() {
 }
 
 fn completion_before_max_run(flaws: FlawSet) -> (World, JobId) {
-    let world = world(flaws);
-    let mut request = submit_request(JobKind::Parallel);
-    request.max_run_ms = Some(1_000);
-    let job = world.submit_request("alice", request);
-    let mut agent = world.connect("a-1", 2, vec![]);
-    agent.runs();
-    agent.started(&job.id, 1);
-    agent.finished(&job.id, 1, exit_code(0), false);
-    world.runtime.run_until_idle();
+    let world = World::start_flawed(flaws);
+    let (job, agent) = world.complete_one_with(submit_request_with_max_run(1_000), 2);
     world.advance_ms(1_000);
     agent.heartbeat(1);
     world.advance_ms(500);
@@ -149,7 +126,7 @@ fn timeout_overwrites_terminal_rewrites_a_completed_job() {
 }
 
 fn reconnect_then_submit(flaws: FlawSet) -> (World, JobId) {
-    let world = world(flaws);
+    let world = World::start_flawed(flaws);
     let _first = world.connect("a-1", 2, vec![]);
     let mut second = world.connect("a-1", 2, vec![]);
     second.received().expect("open");
@@ -183,12 +160,8 @@ fn stale_connection_accepted_detaches_the_live_session() {
 /// three 1 s intervals); a-2 stands by, heartbeating often; a-1 then
 /// reconnects declaring its run.
 fn one_late_heartbeat(flaws: FlawSet) -> (World, JobId) {
-    let world = world(flaws);
-    let job = world.submit("alice", JobKind::Parallel);
-    let mut first = world.connect("a-1", 1, vec![]);
-    first.runs();
-    first.started(&job.id, 1);
-    world.runtime.run_until_idle();
+    let world = World::start_flawed(flaws);
+    let (job, first) = world.start_one(1);
     let standby = world.connect("a-2", 1, vec![]);
     for step in 1..=10 {
         world.advance_ms(250);
@@ -198,11 +171,7 @@ fn one_late_heartbeat(flaws: FlawSet) -> (World, JobId) {
         }
     }
     world.runtime.run_until_idle();
-    let declared = vec![RunningJob {
-        job: job.id.clone(),
-        run: 1,
-    }];
-    let _back = world.connect("a-1", 1, declared);
+    let _back = world.connect("a-1", 1, declared(&job.id, 1));
     (world, job.id)
 }
 
@@ -228,18 +197,9 @@ fn no_heartbeat_grace_runs_a_job_twice() {
 }
 
 fn submit_dropped_mid_commit(flaws: FlawSet) -> World {
-    let runtime = TestRuntime::new();
-    let store =
-        MemoryStore::with_commit_latency(Arc::new(runtime.clone()), Duration::from_millis(5));
-    let world = World::start_with(config(), store, flaws, runtime);
-    {
-        let submit = world.supervisor.handle_client(
-            "alice",
-            ClientRequest::Submit(submit_request(JobKind::Parallel)),
-        );
-        futures::pin_mut!(submit);
-        assert!(poll_once(submit.as_mut()).is_pending());
-    }
+    let world = World::start_with_commit_latency(Duration::from_millis(5), flaws);
+    let submit = ClientRequest::Submit(submit_request(JobKind::Parallel));
+    assert!(world.call_once("alice", submit).is_pending());
     world.advance_ms(10);
     world
 }
@@ -272,11 +232,9 @@ fn drop_unsafe_submit_leaves_an_orphan_queue_entry() {
 }
 
 fn cancel_between_runs(flaws: FlawSet) -> (World, JobId) {
-    let world = world(flaws);
-    let job = world.submit("alice", JobKind::Parallel);
-    let mut first = world.connect("a-1", 2, vec![]);
-    first.runs();
-    first.connection.sender.close();
+    let world = World::start_flawed(flaws);
+    let (job, first) = world.dispatch_one(2);
+    first.close();
     world.runtime.run_until_idle();
     expect_job(world.cancel("alice", &job.id));
     let _second = world.connect("a-1", 2, vec![]);
@@ -304,13 +262,9 @@ fn cancel_hits_later_run_dispatches_after_the_acknowledged_cancel() {
 }
 
 fn agent_connection_closes(flaws: FlawSet) -> (World, JobId) {
-    let world = world(flaws);
-    let job = world.submit("alice", JobKind::Parallel);
-    let mut agent = world.connect("a-1", 2, vec![]);
-    agent.runs();
-    agent.started(&job.id, 1);
-    world.runtime.run_until_idle();
-    agent.connection.sender.close();
+    let world = World::start_flawed(flaws);
+    let (job, agent) = world.start_one(2);
+    agent.close();
     world.advance_ms(30_000);
     (world, job.id)
 }
@@ -326,10 +280,8 @@ fn lost_agent_job_stays_running_forever() {
 }
 
 fn duplicated_finish(flaws: FlawSet) -> World {
-    let world = world(flaws);
-    let job = world.submit("alice", JobKind::Parallel);
-    let mut agent = world.connect("a-1", 2, vec![]);
-    agent.runs();
+    let world = World::start_flawed(flaws);
+    let (job, agent) = world.dispatch_one(2);
     agent.started(&job.id, 1);
     agent.finished(&job.id, 1, killed_by(15), false);
     agent.finished(&job.id, 1, killed_by(15), false);
@@ -350,13 +302,9 @@ fn double_free_on_duplicate_finish_breaks_pool_accounting() {
 }
 
 fn acknowledged_then_crash(flaws: FlawSet) -> (World, JobId) {
-    let store = MemoryStore::with_durability(Durability::OnCommit);
-    let world = World::start_with(config(), store.clone(), flaws, TestRuntime::new());
+    let world = World::start_on_commit(flaws);
     let job = world.submit("alice", JobKind::Parallel);
-    world.supervisor.shutdown();
-    store.crash();
-    let restarted = World::start_with(config(), store, flaws, world.runtime.clone());
-    (restarted, job.id)
+    (world.restart_after_crash(), job.id)
 }
 
 #[test]
@@ -372,22 +320,12 @@ fn ack_before_commit_loses_an_acknowledged_job_in_a_crash() {
 }
 
 fn restart_with_a_running_job(flaws: FlawSet) -> (World, JobId) {
-    let store = MemoryStore::new();
-    let world = World::start_with(config(), store.clone(), flaws, TestRuntime::new());
-    let job = world.submit("alice", JobKind::Parallel);
-    let mut agent = world.connect("a-1", 1, vec![]);
-    agent.runs();
-    agent.started(&job.id, 1);
-    world.runtime.run_until_idle();
-    world.supervisor.shutdown();
-    let restarted = World::start_with(config(), store, flaws, world.runtime.clone());
+    let world = World::start_flawed(flaws);
+    let (job, _agent) = world.start_one(1);
+    let restarted = world.restart();
     let mut other = restarted.connect("a-2", 1, vec![]);
     other.runs();
-    let declared = vec![RunningJob {
-        job: job.id.clone(),
-        run: 1,
-    }];
-    let _back = restarted.connect("a-1", 1, declared);
+    let _back = restarted.connect("a-1", 1, declared(&job.id, 1));
     (restarted, job.id)
 }
 
