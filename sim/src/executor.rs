@@ -26,10 +26,17 @@ use crate::trace::hash::Fingerprint;
 use crate::trace::PollRecord;
 use crate::world::Shared;
 
+/// A ready or parked task's runnable, with its node beside it so that the
+/// stall check does not read the runnable's header.
+struct Slot {
+    runnable: Runnable<TaskTag>,
+    node: NodeId,
+}
+
 pub(crate) struct Executor {
     pub scheduler: Box<dyn Scheduler>,
     /// Runnables by task slot.
-    runnables: Vec<Option<Runnable<TaskTag>>>,
+    runnables: Vec<Option<Slot>>,
     /// Ready tasks of stalled nodes, in the order they were parked.
     parked: BTreeMap<NodeId, Vec<TaskId>>,
     /// Reused buffer for the inbox.
@@ -37,8 +44,15 @@ pub(crate) struct Executor {
     pub incarnations: Vec<Option<u32>>,
     /// Mirror of each node's stall: until when its tasks are parked.
     stalled_until: Vec<Option<Instant>>,
+    /// The latest of `stalled_until`: no task is parked at a time at or
+    /// after it, so `pick` skips the stall check then.
+    stalled_latest: Option<Instant>,
     timing_rng: SimRng,
     poll_cost: PollCost,
+    /// `poll_cost.max - poll_cost.min` in nanoseconds (saturated), and as a
+    /// `u32` when it fits: computed once, drawn from at every poll.
+    poll_cost_span: u64,
+    poll_cost_span_u32: Option<u32>,
     /// Polls so far.
     pub polls: u64,
     /// Every poll's time and task, folded.
@@ -54,6 +68,8 @@ impl Executor {
         poll_cost: PollCost,
         keep_polls: bool,
     ) -> Executor {
+        let span = u64::try_from(poll_cost.max.saturating_sub(poll_cost.min).as_nanos())
+            .unwrap_or(u64::MAX);
         Executor {
             scheduler,
             runnables: Vec::new(),
@@ -61,8 +77,11 @@ impl Executor {
             woken: Vec::new(),
             incarnations: Vec::new(),
             stalled_until: Vec::new(),
+            stalled_latest: None,
             timing_rng,
             poll_cost,
+            poll_cost_span: span,
+            poll_cost_span_u32: u32::try_from(span).ok(),
             polls: 0,
             poll_fingerprint: Fingerprint::new(),
             poll_records: keep_polls.then(Vec::new),
@@ -74,6 +93,10 @@ impl Executor {
     pub fn absorb(&mut self, shared: &Shared) {
         let mut woken = std::mem::take(&mut self.woken);
         shared.take_ready(&mut woken);
+        if woken.is_empty() {
+            self.woken = woken;
+            return;
+        }
         let mut stale = Vec::new();
         for runnable in woken.drain(..) {
             let meta = runnable.metadata().meta;
@@ -85,7 +108,10 @@ impl Executor {
             if self.runnables.len() <= slot {
                 self.runnables.resize_with(slot + 1, || None);
             }
-            let previous = self.runnables[slot].replace(runnable);
+            let previous = self.runnables[slot].replace(Slot {
+                runnable,
+                node: meta.node,
+            });
             assert!(
                 previous.is_none(),
                 "async-task keeps at most one runnable per task, and a slot serves one live task"
@@ -106,6 +132,7 @@ impl Executor {
     /// Mirror a node's stall (`None`: not stalled).
     pub fn set_stall(&mut self, node: NodeId, until: Option<Instant>) {
         self.stalled_until[node.index()] = until;
+        self.stalled_latest = self.stalled_until.iter().flatten().max().copied();
     }
 
     /// The next task to poll at `now`, parking tasks of stalled nodes on
@@ -113,17 +140,21 @@ impl Executor {
     pub fn pick(&mut self, now: Instant) -> Option<Runnable<TaskTag>> {
         loop {
             let id = self.scheduler.pop()?;
-            let node = self.runnables[id.slot()]
-                .as_ref()
-                .expect("the scheduler only holds tasks with a runnable")
-                .metadata()
-                .meta
-                .node;
-            if self.stalled_until[node.index()].is_some_and(|until| until > now) {
-                self.parked.entry(node).or_default().push(id);
-                continue;
+            let slot = &mut self.runnables[id.slot()];
+            if self.stalled_latest.is_some_and(|latest| latest > now) {
+                let node = slot
+                    .as_ref()
+                    .expect("the scheduler only holds tasks with a runnable")
+                    .node;
+                if self.stalled_until[node.index()].is_some_and(|until| until > now) {
+                    self.parked.entry(node).or_default().push(id);
+                    continue;
+                }
             }
-            return Some(self.runnables[id.slot()].take().expect("looked up above"));
+            let taken = slot
+                .take()
+                .expect("the scheduler only holds tasks with a runnable");
+            return Some(taken.runnable);
         }
     }
 
@@ -133,11 +164,10 @@ impl Executor {
         if min == max {
             return min;
         }
-        let span = u64::try_from((max - min).as_nanos()).unwrap_or(u64::MAX);
         // 32-bit draws when they suffice (spans up to 4.29 s): half the stream.
-        let extra = match u32::try_from(span) {
-            Ok(span) => u64::from(self.timing_rng.gen_range(0..=span)),
-            Err(_) => self.timing_rng.gen_range(0..=span),
+        let extra = match self.poll_cost_span_u32 {
+            Some(span) => u64::from(self.timing_rng.gen_range(0..=span)),
+            None => self.timing_rng.gen_range(0..=self.poll_cost_span),
         };
         min + Duration::from_nanos(extra)
     }
@@ -187,9 +217,9 @@ impl Executor {
         let slot = self.runnables.get_mut(task.slot())?;
         if slot
             .as_ref()
-            .is_some_and(|runnable| runnable.metadata().meta.id == task)
+            .is_some_and(|slot| slot.runnable.metadata().meta.id == task)
         {
-            slot.take()
+            slot.take().map(|slot| slot.runnable)
         } else {
             None
         }
@@ -200,7 +230,7 @@ impl Executor {
         self.runnables
             .get(task.slot())
             .and_then(Option::as_ref)
-            .is_some_and(|runnable| runnable.metadata().meta.id == task)
+            .is_some_and(|slot| slot.runnable.metadata().meta.id == task)
     }
 
     /// Whether `task` is parked on a stalled node.
@@ -215,6 +245,7 @@ impl Executor {
         std::mem::take(&mut self.runnables)
             .into_iter()
             .flatten()
+            .map(|slot| slot.runnable)
             .collect()
     }
 }
