@@ -150,12 +150,13 @@ pub(crate) struct Timer {
     pub fired: bool,
 }
 
-/// Every live timer, by id.
+/// Every live timer, by id. An id is an index into `entries`, reused once
+/// its timer is removed (no event or `Sleep` refers to it by then).
 #[derive(Default)]
 pub(crate) struct Timers {
-    pub entries: BTreeMap<u64, Timer>,
-    /// Next timer id. Invariant: larger than every id in `entries`.
-    pub id_next: u64,
+    entries: Vec<Option<Timer>>,
+    /// Ids of removed timers, reused last-freed first.
+    ids_free: Vec<u64>,
 }
 
 impl Timers {
@@ -168,27 +169,56 @@ impl Timers {
         local_deadline: Instant,
         now: Instant,
     ) -> u64 {
-        let id = self.id_next;
-        self.id_next += 1;
+        let id = self.ids_free.pop().unwrap_or(self.entries.len() as u64);
         let key = events.schedule(clock.global_for(local_deadline, now), Event::Timer(id));
-        self.entries.insert(
-            id,
-            Timer {
-                node,
-                local_deadline,
-                key,
-                waker: None,
-                fired: false,
-            },
-        );
+        let timer = Timer {
+            node,
+            local_deadline,
+            key,
+            waker: None,
+            fired: false,
+        };
+        let index = Timers::index(id);
+        if index == self.entries.len() {
+            self.entries.push(Some(timer));
+        } else {
+            let previous = self.entries[index].replace(timer);
+            assert!(previous.is_none(), "a free timer id has no timer");
+        }
         id
+    }
+
+    fn index(id: u64) -> usize {
+        usize::try_from(id).expect("timer ids are indices")
+    }
+
+    /// The live timer `id`.
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Timer> {
+        self.entries.get_mut(Timers::index(id))?.as_mut()
+    }
+
+    /// Forget a timer that has fired (its event is gone already).
+    pub fn take_fired(&mut self, id: u64) {
+        let timer = self.entries[Timers::index(id)]
+            .take()
+            .expect("a waiting sleep owns its timer");
+        debug_assert!(timer.fired, "only a fired timer is taken");
+        self.ids_free.push(id);
+    }
+
+    /// Take every timer out (for teardown).
+    pub fn take_all(&mut self) -> Vec<Timer> {
+        self.ids_free.clear();
+        std::mem::take(&mut self.entries)
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// The timer's event came due: mark it fired and wake its task.
     pub fn fire(&mut self, id: u64) {
         let timer = self
-            .entries
-            .get_mut(&id)
+            .get_mut(id)
             .expect("a timer's event is cancelled when the timer is dropped");
         timer.fired = true;
         if let Some(waker) = timer.waker.take() {
@@ -198,7 +228,12 @@ impl Timers {
 
     /// Forget a timer (its future was dropped), cancelling its event.
     pub fn remove(&mut self, events: &mut EventQueue, id: u64) {
-        if let Some(timer) = self.entries.remove(&id) {
+        if let Some(timer) = self
+            .entries
+            .get_mut(Timers::index(id))
+            .and_then(Option::take)
+        {
+            self.ids_free.push(id);
             if !timer.fired {
                 events.cancel(timer.key);
             }
@@ -214,7 +249,7 @@ impl Timers {
         clock: &NodeClock,
         now: Instant,
     ) {
-        for timer in self.entries.values_mut() {
+        for timer in self.entries.iter_mut().flatten() {
             if timer.node == node && !timer.fired {
                 let at = clock.global_for(timer.local_deadline, now);
                 timer.key = events.reschedule(timer.key, at);
@@ -246,6 +281,30 @@ mod tests {
         queue.schedule(Instant::from_millis(5), Event::StallEnd(NodeId(0)));
         assert!(queue.pop_due(Instant::from_millis(4)).is_none());
         assert_eq!(queue.next_time(), Some(Instant::from_millis(5)));
+    }
+
+    #[test]
+    fn a_removed_timer_id_is_reused_and_its_event_cancelled() {
+        let mut events = EventQueue::default();
+        let mut timers = Timers::default();
+        let clock = NodeClock::default();
+        let now = Instant::ZERO;
+        let first = timers.create(&mut events, NodeId(0), &clock, Instant::from_millis(5), now);
+        let second = timers.create(&mut events, NodeId(0), &clock, Instant::from_millis(7), now);
+        assert_ne!(first, second);
+        timers.remove(&mut events, first);
+        assert!(timers.get_mut(first).is_none());
+        assert_eq!(events.next_time(), Some(Instant::from_millis(7)));
+        let third = timers.create(&mut events, NodeId(0), &clock, Instant::from_millis(9), now);
+        assert_eq!(third, first, "the freed id is reused");
+        assert!(matches!(
+            events.pop_due(Instant::from_millis(10)),
+            Some(Event::Timer(id)) if id == second
+        ));
+        timers.fire(second);
+        assert!(timers.get_mut(second).is_some_and(|timer| timer.fired));
+        timers.take_fired(second);
+        assert!(timers.get_mut(second).is_none());
     }
 
     #[test]

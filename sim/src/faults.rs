@@ -55,16 +55,10 @@ impl Sim {
             state.life = Life::Killed;
             state.incarnation += 1;
             state.stalled_until = None;
-            let ids: Vec<TaskId> = world
-                .tasks
-                .live
-                .iter()
-                .filter(|(_, live)| live.meta.node == node)
-                .map(|(id, _)| *id)
-                .collect();
+            let ids: Vec<TaskId> = world.tasks.ids_of(node);
             let doomed: Vec<_> = ids
                 .iter()
-                .filter_map(|id| world.tasks.live.remove(id))
+                .filter_map(|id| world.tasks.remove(*id))
                 .collect();
             world.drop_node_connections(node);
             let disk_crash = world.disks.crash(node);
@@ -385,11 +379,11 @@ impl Sim {
         let leftovers = {
             let mut world = self.world();
             let events = world.events.drain();
-            let timers = std::mem::take(&mut world.timers.entries);
+            let timers = world.timers.take_all();
             let conns = std::mem::take(&mut world.net.conns);
             let listeners = std::mem::take(&mut world.net.listeners);
             let connects = std::mem::take(&mut world.net.connects);
-            let tasks = std::mem::take(&mut world.tasks.live);
+            let tasks = world.tasks.take_all();
             (events, timers, conns, listeners, connects, tasks)
         };
         drop(leftovers);

@@ -106,11 +106,10 @@ impl Future for Sleep {
         let mut world = self.shared.world();
         let timer = world
             .timers
-            .entries
-            .get_mut(&id)
+            .get_mut(id)
             .expect("a waiting sleep owns its timer");
         if timer.fired {
-            world.timers.entries.remove(&id);
+            world.timers.take_fired(id);
             drop(world);
             self.state = SleepState::Done;
             return Poll::Ready(());

@@ -355,7 +355,7 @@ impl Sim {
     fn idle(&mut self, horizon: Option<Instant>) -> Result<Progress, Failure> {
         let (next, live) = {
             let world = self.world();
-            (world.events.next_time(), world.tasks.live.len())
+            (world.events.next_time(), world.tasks.len())
         };
         let time_max = Instant::ZERO + self.config.limits.time_max;
         let target = match (next, horizon) {
@@ -528,9 +528,10 @@ impl Sim {
         let world = self.shared.world();
         world
             .tasks
-            .live
-            .iter()
-            .map(|(id, live)| {
+            .in_order()
+            .into_iter()
+            .map(|live| {
+                let id = &live.meta.id;
                 let state = if self.executor.is_parked(*id) {
                     TaskState::Stalled
                 } else if self.executor.is_runnable(*id) || woken.contains(id) {
