@@ -9,8 +9,14 @@
 //!
 //! A node reads the global clock through its [`NodeClock`]: shifted by the
 //! node's skew, and never going backwards.
+//!
+//! The [`Timeline`] holds what the executor needs at every step without the
+//! world lock: the global clock as the executor last published it (what
+//! handles read) and the time of the next pending event.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::Waker;
 
 use faultline_core::runtime::Instant;
@@ -34,21 +40,83 @@ pub(crate) enum Event {
     Fault(usize),
 }
 
+/// The global clock and the next event's time, shared by the executor,
+/// the world and its event queue, read and written without the world lock
+/// (the run is single-threaded; the atomics only make the sharing safe).
+#[derive(Debug)]
+pub(crate) struct Timeline {
+    /// The global clock as last published by the executor, in nanoseconds.
+    now_nanos: AtomicU64,
+    /// The time of the first pending event, `u64::MAX` if none. Invariant:
+    /// kept equal to the event queue's first key by the queue.
+    next_event_nanos: AtomicU64,
+}
+
+impl Default for Timeline {
+    fn default() -> Timeline {
+        Timeline {
+            now_nanos: AtomicU64::new(0),
+            next_event_nanos: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Timeline {
+    /// The global clock as last published.
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(self.now_nanos.load(Ordering::Acquire))
+    }
+
+    /// Publish the global clock.
+    pub fn publish(&self, now: Instant) {
+        self.now_nanos.store(now.as_nanos(), Ordering::Release);
+    }
+
+    /// Whether an event is due at or before `now`.
+    pub fn event_due(&self, now: Instant) -> bool {
+        self.next_event_nanos.load(Ordering::Acquire) <= now.as_nanos()
+    }
+}
+
 /// All pending events, in time order.
 #[derive(Default)]
 pub(crate) struct EventQueue {
     queue: BTreeMap<EventKey, Event>,
     /// Next sequence number. Invariant: larger than every key's sequence.
     sequence_next: u64,
+    timeline: Arc<Timeline>,
 }
 
 impl EventQueue {
+    /// An empty queue that keeps `timeline`'s next event time.
+    pub fn new(timeline: Arc<Timeline>) -> EventQueue {
+        let queue = EventQueue {
+            queue: BTreeMap::new(),
+            sequence_next: 0,
+            timeline,
+        };
+        queue.mirror();
+        queue
+    }
+
+    /// Bring the timeline's next event time up to date.
+    fn mirror(&self) {
+        let next = self
+            .queue
+            .first_key_value()
+            .map_or(u64::MAX, |((nanos, _), _)| *nanos);
+        self.timeline
+            .next_event_nanos
+            .store(next, Ordering::Release);
+    }
+
     /// Schedule `event` at `at`, after every event already scheduled at the
     /// same time.
     pub fn schedule(&mut self, at: Instant, event: Event) -> EventKey {
         let key = (at.as_nanos(), self.sequence_next);
         self.sequence_next += 1;
         self.queue.insert(key, event);
+        self.mirror();
         key
     }
 
@@ -61,12 +129,15 @@ impl EventQueue {
             .expect("reschedule precondition: the event is pending");
         let moved = (at.as_nanos(), key.1);
         self.queue.insert(moved, event);
+        self.mirror();
         moved
     }
 
     /// Remove the event at `key`, if still pending.
     pub fn cancel(&mut self, key: EventKey) -> Option<Event> {
-        self.queue.remove(&key)
+        let event = self.queue.remove(&key);
+        self.mirror();
+        event
     }
 
     /// When the next event is due.
@@ -82,12 +153,16 @@ impl EventQueue {
         if entry.key().0 > now.as_nanos() {
             return None;
         }
-        Some(entry.remove())
+        let event = entry.remove();
+        self.mirror();
+        Some(event)
     }
 
     /// Every pending event, in order (for teardown).
     pub fn drain(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.queue).into_values().collect()
+        let events = std::mem::take(&mut self.queue).into_values().collect();
+        self.mirror();
+        events
     }
 }
 
@@ -281,6 +356,23 @@ mod tests {
         queue.schedule(Instant::from_millis(5), Event::StallEnd(NodeId(0)));
         assert!(queue.pop_due(Instant::from_millis(4)).is_none());
         assert_eq!(queue.next_time(), Some(Instant::from_millis(5)));
+    }
+
+    #[test]
+    fn the_timeline_follows_the_first_pending_event() {
+        let timeline = Arc::new(Timeline::default());
+        let mut queue = EventQueue::new(Arc::clone(&timeline));
+        assert!(!timeline.event_due(Instant::from_millis(1_000_000)));
+        let late = queue.schedule(Instant::from_millis(9), Event::StallEnd(NodeId(0)));
+        let early = queue.schedule(Instant::from_millis(3), Event::StallEnd(NodeId(1)));
+        assert!(!timeline.event_due(Instant::from_millis(2)));
+        assert!(timeline.event_due(Instant::from_millis(3)));
+        queue.cancel(early);
+        assert!(!timeline.event_due(Instant::from_millis(8)));
+        queue.reschedule(late, Instant::from_millis(5));
+        assert!(timeline.event_due(Instant::from_millis(5)));
+        assert!(queue.pop_due(Instant::from_millis(5)).is_some());
+        assert!(!timeline.event_due(Instant::from_millis(1_000_000)));
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl Sim {
     pub(crate) fn end_stall(&mut self, node: NodeId) {
         let ended = {
             let mut world = self.world();
-            let now = world.now;
+            let now = world.now();
             let state = &mut world.nodes[node.index()];
             let ended = state.stalled_until.is_some_and(|until| until <= now);
             if ended {
@@ -161,17 +161,17 @@ impl Sim {
     pub fn skew(&mut self, node: NodeId, offset_nanos: i64) {
         {
             let mut guard = self.world();
+            let now = guard.now();
             let World {
                 nodes,
                 timers,
                 events,
-                now,
                 ..
             } = &mut *guard;
             let clock = &mut nodes[node.index()].clock;
-            clock.set_offset(offset_nanos, *now);
+            clock.set_offset(offset_nanos, now);
             let clock = *clock;
-            timers.rekey_node(events, node, &clock, *now);
+            timers.rekey_node(events, node, &clock, now);
         }
         self.record(
             Some(node),

@@ -45,7 +45,7 @@ impl Runtime for SimRuntime {
             return Box::pin(std::future::pending());
         }
         let world = &mut *guard;
-        let now = world.now;
+        let now = world.now();
         let clock = world.node(self.node).clock;
         let local_deadline = clock.local(now) + duration;
         let id = world
@@ -72,7 +72,7 @@ impl Runtime for SimRuntime {
         let fired = world.buggify.ask(site);
         if fired {
             world.trace.record_simulator(
-                world.now,
+                world.now(),
                 Some(self.node),
                 tracing::Level::DEBUG,
                 format_args!("buggify {site} fired"),

@@ -12,7 +12,7 @@ use tracing_subscriber::layer::SubscriberExt;
 
 use crate::buggify::{Buggify, BuggifySite};
 use crate::choices::{Choices, Purpose, SimRng};
-use crate::clock::{Event, EventQueue, Timers};
+use crate::clock::{Event, EventQueue, Timeline, Timers};
 use crate::config::{ConfigError, QuiescencePolicy, SimConfig};
 use crate::disk::Disks;
 use crate::executor::Executor;
@@ -76,8 +76,11 @@ pub struct Sim {
     workload_rng: SimRng,
     /// Polls and applied faults so far.
     steps: u64,
-    /// Mirror of the world's clock; only the owner moves it.
+    /// The owner's clock; only the owner moves it. Published to the
+    /// timeline (which handles read) whenever the world is locked through
+    /// [`Sim::world`] and at every step.
     pub(crate) now: Instant,
+    timeline: Arc<Timeline>,
     /// Every fault scheduled through a plan, by `Event::Fault` index.
     pub(crate) planned: Vec<FaultEvent>,
     pub(crate) failure: Option<Failure>,
@@ -116,9 +119,10 @@ impl Sim {
         config.validate()?;
         let choices = Choices::new(config.seed);
         let trace = Arc::new(TraceSink::new(config.trace));
+        let timeline = Arc::new(Timeline::default());
         let world = World {
-            now: Instant::ZERO,
-            events: EventQueue::default(),
+            timeline: Arc::clone(&timeline),
+            events: EventQueue::new(Arc::clone(&timeline)),
             timers: Timers::default(),
             nodes: Vec::new(),
             tasks: TaskTable::default(),
@@ -147,6 +151,7 @@ impl Sim {
             workload_rng: choices.stream(Purpose::Workload),
             steps: 0,
             now: Instant::ZERO,
+            timeline,
             planned: Vec::new(),
             failure: None,
             trace_entered: Arc::new(AtomicBool::new(false)),
@@ -226,7 +231,7 @@ impl Sim {
                 name: state.name.to_string(),
                 life: state.life,
                 incarnation: state.incarnation,
-                stalled_until: state.stalled_until.filter(|until| *until > world.now),
+                stalled_until: state.stalled_until.filter(|until| *until > world.now()),
                 clock_offset_nanos: state.clock.offset_nanos(),
             })
             .collect()
@@ -275,22 +280,27 @@ impl Sim {
     }
 
     /// Lock the world with its clock brought up to the owner's (the owner
-    /// moves time after each poll without taking the lock).
+    /// moves time after each poll without publishing it).
     pub(crate) fn world(&self) -> std::sync::MutexGuard<'_, World> {
-        let mut world = self.shared.world();
-        world.now = self.now;
-        world
+        self.timeline.publish(self.now);
+        self.shared.world()
     }
 
     /// Process due timers and deliveries; stop at a due planned fault and
-    /// return its index. Bounded: each turn removes one event.
+    /// return its index. Bounded: each turn removes one event. Publishes
+    /// the clock, and takes the world lock only when an event is due.
     fn fire_due(&mut self) -> Option<usize> {
         loop {
+            self.timeline.publish(self.now);
+            if !self.timeline.event_due(self.now) {
+                return None;
+            }
             let event = {
                 let mut guard = self.world();
                 let world = &mut *guard;
+                let now = world.now();
                 loop {
-                    match world.events.pop_due(world.now) {
+                    match world.events.pop_due(now) {
                         None => return None,
                         Some(Event::Timer(id)) => world.timers.fire(id),
                         Some(Event::Deliver(delivery)) => world.deliver(delivery),
@@ -387,7 +397,7 @@ impl Sim {
 
     fn set_now(&mut self, now: Instant) {
         self.now = now;
-        drop(self.world());
+        self.timeline.publish(now);
         self.trace.stamp_idle(now);
     }
 
