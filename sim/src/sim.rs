@@ -322,10 +322,10 @@ impl Sim {
         let Some(runnable) = self.executor.pick(now) else {
             return Ok(None);
         };
-        let tag = runnable.metadata();
-        let (meta, cell) = (tag.meta, Arc::clone(&tag.cell));
+        let meta = runnable.metadata().meta;
         let cost = self.executor.draw_poll_cost();
         self.trace.stamp_poll(now, meta.node, meta.id);
+        self.shared.poll_end.clear();
         if self.trace_entered.load(Ordering::Relaxed) {
             runnable.run();
         } else {
@@ -335,12 +335,15 @@ impl Sim {
         self.steps += 1;
         self.now = now + cost;
         self.trace.stamp_idle(self.now);
-        if let Some(outcome) = cell.outcome() {
+        if let Some(outcome) = self.shared.poll_end.outcome() {
             let live = self.world().tasks.remove(meta.id);
             self.executor.scheduler.retire(meta.id);
             self.trace.forget_task(meta.id);
             if outcome == TaskOutcome::Panicked {
-                let message = cell.panic_message().unwrap_or_default();
+                let message = live
+                    .as_ref()
+                    .and_then(|live| live.cell.panic_message())
+                    .unwrap_or_default();
                 let name = live
                     .as_ref()
                     .map_or_else(String::new, |live| live.name.to_string());

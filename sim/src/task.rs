@@ -29,10 +29,9 @@ pub(crate) struct TaskMeta {
 }
 
 /// The async-task metadata of every task: what the executor needs without
-/// a table lookup, including where the task's outcome will be recorded.
+/// a table lookup.
 pub(crate) struct TaskTag {
     pub meta: TaskMeta,
-    pub cell: Arc<TaskCell>,
 }
 
 const RUNNING: u8 = 0;
@@ -68,18 +67,19 @@ impl TaskCell {
     }
 
     /// Record the end of the task unless already recorded; wake joiners.
-    fn finish(&self, outcome: TaskOutcome, panic_message: Option<String>) {
-        let code = match outcome {
-            TaskOutcome::Completed => COMPLETED,
-            TaskOutcome::Aborted => ABORTED,
-            TaskOutcome::Panicked => PANICKED,
-        };
+    /// Returns whether this call recorded it.
+    fn finish(&self, outcome: TaskOutcome, panic_message: Option<String>) -> bool {
         if self
             .outcome
-            .compare_exchange(RUNNING, code, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                RUNNING,
+                outcome_code(outcome),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
-            return;
+            return false;
         }
         let joiners = {
             let mut detail = self.detail();
@@ -89,17 +89,12 @@ impl TaskCell {
         for joiner in joiners {
             joiner.wake();
         }
+        true
     }
 
     /// How the task ended, if it has.
     pub fn outcome(&self) -> Option<TaskOutcome> {
-        match self.outcome.load(Ordering::Acquire) {
-            RUNNING => None,
-            COMPLETED => Some(TaskOutcome::Completed),
-            ABORTED => Some(TaskOutcome::Aborted),
-            PANICKED => Some(TaskOutcome::Panicked),
-            other => unreachable!("task outcome code {other} is never stored"),
-        }
+        outcome_of(self.outcome.load(Ordering::Acquire))
     }
 
     /// The panic's message, if the task panicked.
@@ -127,10 +122,68 @@ impl TaskCell {
     }
 }
 
+fn outcome_code(outcome: TaskOutcome) -> u8 {
+    match outcome {
+        TaskOutcome::Completed => COMPLETED,
+        TaskOutcome::Aborted => ABORTED,
+        TaskOutcome::Panicked => PANICKED,
+    }
+}
+
+fn outcome_of(code: u8) -> Option<TaskOutcome> {
+    match code {
+        RUNNING => None,
+        COMPLETED => Some(TaskOutcome::Completed),
+        ABORTED => Some(TaskOutcome::Aborted),
+        PANICKED => Some(TaskOutcome::Panicked),
+        other => unreachable!("task outcome code {other} is never stored"),
+    }
+}
+
+/// How the task being polled ended, if it ended during the poll: the
+/// executor learns it without touching the task's cell at every poll.
+///
+/// A future is dropped only when its runnable is run or dropped, so the
+/// only task that can end while the executor runs one is that task; a
+/// runnable dropped outside a poll leaves a stale value, which the
+/// executor clears before the next poll.
+pub(crate) struct PollEnd(AtomicU8);
+
+impl PollEnd {
+    pub fn new() -> PollEnd {
+        PollEnd(AtomicU8::new(RUNNING))
+    }
+
+    /// A poll starts: no task has ended in it yet.
+    pub fn clear(&self) {
+        self.0.store(RUNNING, Ordering::Relaxed);
+    }
+
+    fn record(&self, outcome: TaskOutcome) {
+        self.0.store(outcome_code(outcome), Ordering::Relaxed);
+    }
+
+    /// How the polled task ended, if it did since `clear`.
+    pub fn outcome(&self) -> Option<TaskOutcome> {
+        outcome_of(self.0.load(Ordering::Relaxed))
+    }
+}
+
 /// The future async-task runs: the task's own future, supervised.
 struct Supervised {
     inner: BoxFuture<'static, ()>,
     cell: Arc<TaskCell>,
+    /// The run's, to report this task's end to the executor.
+    shared: Arc<Shared>,
+}
+
+impl Supervised {
+    /// Record how the task ended, once, in its cell and for the executor.
+    fn finish(&self, outcome: TaskOutcome, panic_message: Option<String>) {
+        if self.cell.finish(outcome, panic_message) {
+            self.shared.poll_end.record(outcome);
+        }
+    }
 }
 
 impl Future for Supervised {
@@ -141,12 +194,11 @@ impl Future for Supervised {
         match catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(())) => {
-                this.cell.finish(TaskOutcome::Completed, None);
+                this.finish(TaskOutcome::Completed, None);
                 Poll::Ready(())
             }
             Err(payload) => {
-                this.cell
-                    .finish(TaskOutcome::Panicked, Some(panic_text(payload.as_ref())));
+                this.finish(TaskOutcome::Panicked, Some(panic_text(payload.as_ref())));
                 Poll::Ready(())
             }
         }
@@ -156,14 +208,14 @@ impl Future for Supervised {
 impl Drop for Supervised {
     fn drop(&mut self) {
         // Dropped before completing: aborted or killed. No-op otherwise.
-        self.cell.finish(TaskOutcome::Aborted, None);
+        self.finish(TaskOutcome::Aborted, None);
         // A future's destructor may panic once the run has failed (a lock
         // poisoned by the panic that failed it). async-task aborts the
         // process on a panic in a drop, so the future is dropped here, where
         // the panic is caught: the run's failure is already recorded.
         let inner = std::mem::replace(&mut self.inner, Box::pin(std::future::ready(())));
         if catch_unwind(AssertUnwindSafe(move || drop(inner))).is_err() {
-            self.cell.finish(
+            self.finish(
                 TaskOutcome::Panicked,
                 Some("panic while dropped".to_owned()),
             );
@@ -185,6 +237,8 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 pub(crate) struct LiveTask {
     pub name: Arc<str>,
     pub meta: TaskMeta,
+    /// Where the task's outcome (and panic message) is recorded.
+    pub cell: Arc<TaskCell>,
     /// The async-task handle; `None` once aborted (dropping it aborts).
     pub task: Option<async_task::Task<(), TaskTag>>,
 }
@@ -345,11 +399,9 @@ pub(crate) fn spawn(
     let supervised = Supervised {
         inner: future,
         cell: Arc::clone(&cell),
+        shared: Arc::clone(shared),
     };
-    let tag = TaskTag {
-        meta,
-        cell: Arc::clone(&cell),
-    };
+    let tag = TaskTag { meta };
     let (runnable, task) = async_task::Builder::new().metadata(tag).spawn(
         move |_| supervised,
         move |runnable| waker_target.push_ready(runnable),
@@ -359,6 +411,7 @@ pub(crate) fn spawn(
     world.tasks.insert(LiveTask {
         name,
         meta,
+        cell: Arc::clone(&cell),
         task: Some(task),
     });
     drop(world);
@@ -414,6 +467,7 @@ mod tests {
                 node: NodeId(node),
                 incarnation: 0,
             },
+            cell: Arc::new(TaskCell::new()),
             task: None,
         });
         id
@@ -434,6 +488,19 @@ mod tests {
         let order: Vec<TaskId> = table.in_order().iter().map(|live| live.meta.id).collect();
         assert_eq!(order, vec![second, third], "id order, not slot order");
         assert_eq!(table.ids_of(NodeId(1)), vec![third]);
+    }
+
+    #[test]
+    fn a_cell_records_only_the_first_end_and_the_poll_end_follows_it() {
+        let cell = TaskCell::new();
+        let end = PollEnd::new();
+        assert!(cell.finish(TaskOutcome::Completed, None));
+        end.record(TaskOutcome::Completed);
+        assert!(!cell.finish(TaskOutcome::Aborted, None), "already ended");
+        assert_eq!(cell.outcome(), Some(TaskOutcome::Completed));
+        assert_eq!(end.outcome(), Some(TaskOutcome::Completed));
+        end.clear();
+        assert_eq!(end.outcome(), None);
     }
 
     #[test]

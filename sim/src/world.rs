@@ -28,13 +28,16 @@ use crate::disk::Disks;
 use crate::ids::NodeId;
 use crate::net::NetState;
 use crate::node::NodeState;
-use crate::task::{TaskTable, TaskTag};
+use crate::task::{PollEnd, TaskTable, TaskTag};
 use crate::trace::TraceSink;
 
 /// What the simulator and every handle of one run share.
 pub(crate) struct Shared {
     world: Mutex<World>,
     inbox: Mutex<Vec<Runnable<TaskTag>>>,
+    /// How the task being polled ended, if it did (no lock: the run is on
+    /// one thread at a time).
+    pub poll_end: PollEnd,
 }
 
 impl Shared {
@@ -42,6 +45,7 @@ impl Shared {
         Shared {
             world: Mutex::new(world),
             inbox: Mutex::new(Vec::new()),
+            poll_end: PollEnd::new(),
         }
     }
 
