@@ -33,14 +33,23 @@ struct Slot {
     node: NodeId,
 }
 
+/// A drawn poll cost: nanoseconds above the configured minimum.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PollCostDrawn {
+    extra_nanos: u64,
+}
+
 pub(crate) struct Executor {
     pub scheduler: Box<dyn Scheduler>,
     /// Runnables by task slot.
     runnables: Vec<Option<Slot>>,
     /// Ready tasks of stalled nodes, in the order they were parked.
     parked: BTreeMap<NodeId, Vec<TaskId>>,
-    /// Reused buffer for the inbox.
+    /// Reused buffer for the inbox. Empty between calls to `absorb`.
     woken: Vec<Runnable<TaskTag>>,
+    /// Woken runnables of killed incarnations, dropped at the end of
+    /// `absorb`. Empty between calls.
+    stale: Vec<Runnable<TaskTag>>,
     pub incarnations: Vec<Option<u32>>,
     /// Mirror of each node's stall: until when its tasks are parked.
     stalled_until: Vec<Option<Instant>>,
@@ -53,6 +62,8 @@ pub(crate) struct Executor {
     /// `u32` when it fits: computed once, drawn from at every poll.
     poll_cost_span: u64,
     poll_cost_span_u32: Option<u32>,
+    /// `poll_cost.min` in nanoseconds (saturated).
+    poll_cost_min_nanos: u64,
     /// Polls so far.
     pub polls: u64,
     /// Every poll's time and task, folded.
@@ -75,12 +86,14 @@ impl Executor {
             runnables: Vec::new(),
             parked: BTreeMap::new(),
             woken: Vec::new(),
+            stale: Vec::new(),
             incarnations: Vec::new(),
             stalled_until: Vec::new(),
             stalled_latest: None,
             timing_rng,
             poll_cost,
             poll_cost_span: span,
+            poll_cost_min_nanos: u64::try_from(poll_cost.min.as_nanos()).unwrap_or(u64::MAX),
             poll_cost_span_u32: u32::try_from(span).ok(),
             polls: 0,
             poll_fingerprint: Fingerprint::new(),
@@ -91,36 +104,36 @@ impl Executor {
     /// Move woken tasks from the inbox to the scheduler; drop those of a
     /// killed incarnation. Must be called without the world lock.
     pub fn absorb(&mut self, shared: &Shared) {
-        let mut woken = std::mem::take(&mut self.woken);
-        shared.take_ready(&mut woken);
-        if woken.is_empty() {
-            self.woken = woken;
+        shared.take_ready(&mut self.woken);
+        if self.woken.is_empty() {
             return;
         }
-        let mut stale = Vec::new();
-        for runnable in woken.drain(..) {
+        for runnable in self.woken.drain(..) {
             let meta = runnable.metadata().meta;
             if self.incarnations[meta.node.index()] != Some(meta.incarnation) {
-                stale.push(runnable);
+                self.stale.push(runnable);
                 continue;
             }
             let slot = meta.id.slot();
             if self.runnables.len() <= slot {
                 self.runnables.resize_with(slot + 1, || None);
             }
-            let previous = self.runnables[slot].replace(Slot {
+            let slot = &mut self.runnables[slot];
+            assert!(
+                slot.is_none(),
+                "async-task keeps at most one runnable per task, and a slot serves one live task"
+            );
+            *slot = Some(Slot {
                 runnable,
                 node: meta.node,
             });
-            assert!(
-                previous.is_none(),
-                "async-task keeps at most one runnable per task, and a slot serves one live task"
-            );
             self.scheduler.push(meta.id);
         }
-        self.woken = woken;
-        // Dropping a runnable drops its future, which may lock the world.
-        drop(stale);
+        if !self.stale.is_empty() {
+            // Dropping a runnable drops its future, which may lock the world.
+            let stale = std::mem::take(&mut self.stale);
+            drop(stale);
+        }
     }
 
     /// A node was added: it runs, unstalled, in incarnation 0.
@@ -158,29 +171,35 @@ impl Executor {
         }
     }
 
-    /// The virtual time the next poll costs.
-    pub fn draw_poll_cost(&mut self) -> Duration {
-        let PollCost { min, max } = self.poll_cost;
-        if min == max {
-            return min;
+    /// The virtual time the next poll costs: how much above the minimum.
+    pub fn draw_poll_cost(&mut self) -> PollCostDrawn {
+        if self.poll_cost_span == 0 {
+            return PollCostDrawn { extra_nanos: 0 };
         }
         // 32-bit draws when they suffice (spans up to 4.29 s): half the stream.
-        let extra = match self.poll_cost_span_u32 {
+        let extra_nanos = match self.poll_cost_span_u32 {
             Some(span) => u64::from(self.timing_rng.gen_range(0..=span)),
             None => self.timing_rng.gen_range(0..=self.poll_cost_span),
         };
-        min + Duration::from_nanos(extra)
+        PollCostDrawn { extra_nanos }
+    }
+
+    /// `now` plus the cost `drawn`: the same as `now + cost` with the cost
+    /// as a `Duration`, without building it.
+    pub fn after_poll(&self, now: Instant, drawn: PollCostDrawn) -> Instant {
+        let cost = self.poll_cost_min_nanos.saturating_add(drawn.extra_nanos);
+        Instant::from_nanos(now.as_nanos().saturating_add(cost))
     }
 
     /// Fold a poll into the fingerprint (and keep it, if asked).
-    pub fn note_poll(&mut self, time: Instant, cost: Duration, meta: TaskMeta) {
+    pub fn note_poll(&mut self, time: Instant, drawn: PollCostDrawn, meta: TaskMeta) {
         self.polls += 1;
         self.poll_fingerprint.write_u64(time.as_nanos());
         self.poll_fingerprint.write_u64(meta.id.as_u64());
         if let Some(records) = &mut self.poll_records {
             records.push(PollRecord {
                 time,
-                cost,
+                cost: self.poll_cost.min + Duration::from_nanos(drawn.extra_nanos),
                 node: meta.node,
                 task: meta.id,
             });
@@ -247,5 +266,50 @@ impl Executor {
             .flatten()
             .map(|slot| slot.runnable)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::choices::{Choices, Purpose};
+    use crate::scheduler::FifoScheduler;
+
+    fn executor(min: Duration, max: Duration) -> Executor {
+        Executor::new(
+            Box::new(FifoScheduler::new()),
+            Choices::new(7).stream(Purpose::Timing),
+            PollCost { min, max },
+            false,
+        )
+    }
+
+    #[test]
+    fn the_clock_after_a_poll_matches_adding_the_cost_as_a_duration() {
+        let cases = [
+            (Duration::from_micros(1), Duration::from_micros(20)),
+            (Duration::from_micros(5), Duration::from_micros(5)),
+            (Duration::from_secs(3), Duration::from_secs(9)),
+            (Duration::ZERO, Duration::from_secs(u64::MAX / 2)),
+        ];
+        let starts = [
+            Instant::ZERO,
+            Instant::from_millis(1_234),
+            Instant::from_nanos(u64::MAX - 5),
+        ];
+        for (min, max) in cases {
+            let mut executor = executor(min, max);
+            for now in starts {
+                for _ in 0..50 {
+                    let drawn = executor.draw_poll_cost();
+                    let cost = min + Duration::from_nanos(drawn.extra_nanos);
+                    assert!(
+                        cost >= min && cost <= max,
+                        "{cost:?} outside {min:?}..={max:?}"
+                    );
+                    assert_eq!(executor.after_poll(now, drawn), now + cost);
+                }
+            }
+        }
     }
 }

@@ -333,7 +333,7 @@ impl Sim {
         }
         self.executor.note_poll(now, cost, meta);
         self.steps += 1;
-        self.now = now + cost;
+        self.now = self.executor.after_poll(now, cost);
         self.trace.stamp_idle(self.now);
         if let Some(outcome) = self.shared.poll_end.outcome() {
             let live = self.world().tasks.remove(meta.id);
