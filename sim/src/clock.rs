@@ -14,9 +14,7 @@
 //! world lock: the global clock as the executor last published it (what
 //! handles read) and the time of the next pending event.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::Waker;
 
 use faultline_core::runtime::Instant;
@@ -24,9 +22,9 @@ use faultline_core::runtime::Instant;
 use crate::ids::NodeId;
 use crate::net::Delivery;
 
-/// Where an event sits in the queue: its global time and a sequence number
-/// unique over the run.
-pub(crate) type EventKey = (u64, u64);
+mod events;
+
+pub(crate) use events::{EventKey, EventQueue};
 
 /// Something that happens at a virtual time.
 pub(crate) enum Event {
@@ -75,94 +73,6 @@ impl Timeline {
     /// Whether an event is due at or before `now`.
     pub fn event_due(&self, now: Instant) -> bool {
         self.next_event_nanos.load(Ordering::Acquire) <= now.as_nanos()
-    }
-}
-
-/// All pending events, in time order.
-#[derive(Default)]
-pub(crate) struct EventQueue {
-    queue: BTreeMap<EventKey, Event>,
-    /// Next sequence number. Invariant: larger than every key's sequence.
-    sequence_next: u64,
-    timeline: Arc<Timeline>,
-}
-
-impl EventQueue {
-    /// An empty queue that keeps `timeline`'s next event time.
-    pub fn new(timeline: Arc<Timeline>) -> EventQueue {
-        let queue = EventQueue {
-            queue: BTreeMap::new(),
-            sequence_next: 0,
-            timeline,
-        };
-        queue.mirror();
-        queue
-    }
-
-    /// Bring the timeline's next event time up to date.
-    fn mirror(&self) {
-        let next = self
-            .queue
-            .first_key_value()
-            .map_or(u64::MAX, |((nanos, _), _)| *nanos);
-        self.timeline
-            .next_event_nanos
-            .store(next, Ordering::Release);
-    }
-
-    /// Schedule `event` at `at`, after every event already scheduled at the
-    /// same time.
-    pub fn schedule(&mut self, at: Instant, event: Event) -> EventKey {
-        let key = (at.as_nanos(), self.sequence_next);
-        self.sequence_next += 1;
-        self.queue.insert(key, event);
-        self.mirror();
-        key
-    }
-
-    /// Move the event at `key` to time `at`, keeping its sequence number (so
-    /// it keeps its place among events created around it).
-    pub fn reschedule(&mut self, key: EventKey, at: Instant) -> EventKey {
-        let event = self
-            .queue
-            .remove(&key)
-            .expect("reschedule precondition: the event is pending");
-        let moved = (at.as_nanos(), key.1);
-        self.queue.insert(moved, event);
-        self.mirror();
-        moved
-    }
-
-    /// Remove the event at `key`, if still pending.
-    pub fn cancel(&mut self, key: EventKey) -> Option<Event> {
-        let event = self.queue.remove(&key);
-        self.mirror();
-        event
-    }
-
-    /// When the next event is due.
-    pub fn next_time(&self) -> Option<Instant> {
-        self.queue
-            .first_key_value()
-            .map(|((nanos, _), _)| Instant::from_nanos(*nanos))
-    }
-
-    /// Remove and return the next event if it is due at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Event> {
-        let entry = self.queue.first_entry()?;
-        if entry.key().0 > now.as_nanos() {
-            return None;
-        }
-        let event = entry.remove();
-        self.mirror();
-        Some(event)
-    }
-
-    /// Every pending event, in order (for teardown).
-    pub fn drain(&mut self) -> Vec<Event> {
-        let events = std::mem::take(&mut self.queue).into_values().collect();
-        self.mirror();
-        events
     }
 }
 
@@ -335,6 +245,8 @@ impl Timers {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
