@@ -154,6 +154,10 @@ struct Stamp {
 pub(crate) struct TraceSink {
     stamp: Stamp,
     level: LevelFilter,
+    /// Whether task names can ever be read: by kept records, the tail, or
+    /// the polls of the Chrome export. Not with a hash-only trace without a
+    /// tail, which then skips naming tasks (and its lock) altogether.
+    names_needed: bool,
     buffer: Mutex<TraceBuffer>,
 }
 
@@ -185,6 +189,7 @@ impl TraceSink {
                 task_slot: AtomicU32::new(0),
             },
             level: LevelFilter::from_level(config.level),
+            names_needed: config.capture != TraceCapture::HashOnly || config.tail_lines > 0,
             buffer: Mutex::new(TraceBuffer {
                 capture: config.capture,
                 fingerprint: Fingerprint::new(),
@@ -248,6 +253,9 @@ impl TraceSink {
     }
 
     pub fn name_task(&self, task: TaskId, name: &Arc<str>) {
+        if !self.names_needed {
+            return;
+        }
         let mut buffer = self.buffer();
         let keep_ended = buffer.capture == TraceCapture::Full;
         buffer.task_names.name(task, name, keep_ended);
@@ -255,6 +263,9 @@ impl TraceSink {
 
     /// `task` ended; its name is no longer needed unless polls are kept.
     pub fn forget_task(&self, task: TaskId) {
+        if !self.names_needed {
+            return;
+        }
         let mut buffer = self.buffer();
         let keep_ended = buffer.capture == TraceCapture::Full;
         buffer.task_names.forget(task, keep_ended);
@@ -483,6 +494,24 @@ fn level_number(level: Level) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hash_only_trace_without_a_tail_names_no_task() {
+        let name: Arc<str> = Arc::from("worker");
+        let task = TaskId::new(1, 0);
+        let names = |capture, tail_lines| {
+            let sink = TraceSink::new(TraceConfig {
+                capture,
+                tail_lines,
+                ..TraceConfig::default()
+            });
+            sink.name_task(task, &name);
+            sink.names().1.len()
+        };
+        assert_eq!(names(TraceCapture::HashOnly, 0), 0);
+        assert_eq!(names(TraceCapture::HashOnly, 10), 1);
+        assert_eq!(names(TraceCapture::Events, 0), 1);
+    }
 
     #[test]
     fn ended_task_names_are_kept_only_when_asked() {
