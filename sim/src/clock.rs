@@ -9,8 +9,12 @@
 //!
 //! A node reads the global clock through its [`NodeClock`]: shifted by the
 //! node's skew, and never going backwards.
+//!
+//! The [`Timeline`] holds what the executor needs at every step without the
+//! world lock: the global clock as the executor last published it (what
+//! handles read) and the time of the next pending event.
 
-use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Waker;
 
 use faultline_core::runtime::Instant;
@@ -18,9 +22,9 @@ use faultline_core::runtime::Instant;
 use crate::ids::NodeId;
 use crate::net::Delivery;
 
-/// Where an event sits in the queue: its global time and a sequence number
-/// unique over the run.
-pub(crate) type EventKey = (u64, u64);
+mod events;
+
+pub(crate) use events::{EventKey, EventQueue};
 
 /// Something that happens at a virtual time.
 pub(crate) enum Event {
@@ -34,60 +38,41 @@ pub(crate) enum Event {
     Fault(usize),
 }
 
-/// All pending events, in time order.
-#[derive(Default)]
-pub(crate) struct EventQueue {
-    queue: BTreeMap<EventKey, Event>,
-    /// Next sequence number. Invariant: larger than every key's sequence.
-    sequence_next: u64,
+/// The global clock and the next event's time, shared by the executor,
+/// the world and its event queue, read and written without the world lock
+/// (the run is single-threaded; the atomics only make the sharing safe).
+#[derive(Debug)]
+pub(crate) struct Timeline {
+    /// The global clock as last published by the executor, in nanoseconds.
+    now_nanos: AtomicU64,
+    /// The time of the first pending event, `u64::MAX` if none. Invariant:
+    /// kept equal to the event queue's first key by the queue.
+    next_event_nanos: AtomicU64,
 }
 
-impl EventQueue {
-    /// Schedule `event` at `at`, after every event already scheduled at the
-    /// same time.
-    pub fn schedule(&mut self, at: Instant, event: Event) -> EventKey {
-        let key = (at.as_nanos(), self.sequence_next);
-        self.sequence_next += 1;
-        self.queue.insert(key, event);
-        key
-    }
-
-    /// Move the event at `key` to time `at`, keeping its sequence number (so
-    /// it keeps its place among events created around it).
-    pub fn reschedule(&mut self, key: EventKey, at: Instant) -> EventKey {
-        let event = self
-            .queue
-            .remove(&key)
-            .expect("reschedule precondition: the event is pending");
-        let moved = (at.as_nanos(), key.1);
-        self.queue.insert(moved, event);
-        moved
-    }
-
-    /// Remove the event at `key`, if still pending.
-    pub fn cancel(&mut self, key: EventKey) -> Option<Event> {
-        self.queue.remove(&key)
-    }
-
-    /// When the next event is due.
-    pub fn next_time(&self) -> Option<Instant> {
-        self.queue
-            .first_key_value()
-            .map(|((nanos, _), _)| Instant::from_nanos(*nanos))
-    }
-
-    /// Remove and return the next event if it is due at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Event> {
-        let entry = self.queue.first_entry()?;
-        if entry.key().0 > now.as_nanos() {
-            return None;
+impl Default for Timeline {
+    fn default() -> Timeline {
+        Timeline {
+            now_nanos: AtomicU64::new(0),
+            next_event_nanos: AtomicU64::new(u64::MAX),
         }
-        Some(entry.remove())
+    }
+}
+
+impl Timeline {
+    /// The global clock as last published.
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(self.now_nanos.load(Ordering::Acquire))
     }
 
-    /// Every pending event, in order (for teardown).
-    pub fn drain(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.queue).into_values().collect()
+    /// Publish the global clock.
+    pub fn publish(&self, now: Instant) {
+        self.now_nanos.store(now.as_nanos(), Ordering::Release);
+    }
+
+    /// Whether an event is due at or before `now`.
+    pub fn event_due(&self, now: Instant) -> bool {
+        self.next_event_nanos.load(Ordering::Acquire) <= now.as_nanos()
     }
 }
 
@@ -150,12 +135,13 @@ pub(crate) struct Timer {
     pub fired: bool,
 }
 
-/// Every live timer, by id.
+/// Every live timer, by id. An id is an index into `entries`, reused once
+/// its timer is removed (no event or `Sleep` refers to it by then).
 #[derive(Default)]
 pub(crate) struct Timers {
-    pub entries: BTreeMap<u64, Timer>,
-    /// Next timer id. Invariant: larger than every id in `entries`.
-    pub id_next: u64,
+    entries: Vec<Option<Timer>>,
+    /// Ids of removed timers, reused last-freed first.
+    ids_free: Vec<u64>,
 }
 
 impl Timers {
@@ -168,27 +154,56 @@ impl Timers {
         local_deadline: Instant,
         now: Instant,
     ) -> u64 {
-        let id = self.id_next;
-        self.id_next += 1;
+        let id = self.ids_free.pop().unwrap_or(self.entries.len() as u64);
         let key = events.schedule(clock.global_for(local_deadline, now), Event::Timer(id));
-        self.entries.insert(
-            id,
-            Timer {
-                node,
-                local_deadline,
-                key,
-                waker: None,
-                fired: false,
-            },
-        );
+        let timer = Timer {
+            node,
+            local_deadline,
+            key,
+            waker: None,
+            fired: false,
+        };
+        let index = Timers::index(id);
+        if index == self.entries.len() {
+            self.entries.push(Some(timer));
+        } else {
+            let previous = self.entries[index].replace(timer);
+            assert!(previous.is_none(), "a free timer id has no timer");
+        }
         id
+    }
+
+    fn index(id: u64) -> usize {
+        usize::try_from(id).expect("timer ids are indices")
+    }
+
+    /// The live timer `id`.
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Timer> {
+        self.entries.get_mut(Timers::index(id))?.as_mut()
+    }
+
+    /// Forget a timer that has fired (its event is gone already).
+    pub fn take_fired(&mut self, id: u64) {
+        let timer = self.entries[Timers::index(id)]
+            .take()
+            .expect("a waiting sleep owns its timer");
+        debug_assert!(timer.fired, "only a fired timer is taken");
+        self.ids_free.push(id);
+    }
+
+    /// Take every timer out (for teardown).
+    pub fn take_all(&mut self) -> Vec<Timer> {
+        self.ids_free.clear();
+        std::mem::take(&mut self.entries)
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// The timer's event came due: mark it fired and wake its task.
     pub fn fire(&mut self, id: u64) {
         let timer = self
-            .entries
-            .get_mut(&id)
+            .get_mut(id)
             .expect("a timer's event is cancelled when the timer is dropped");
         timer.fired = true;
         if let Some(waker) = timer.waker.take() {
@@ -198,7 +213,12 @@ impl Timers {
 
     /// Forget a timer (its future was dropped), cancelling its event.
     pub fn remove(&mut self, events: &mut EventQueue, id: u64) {
-        if let Some(timer) = self.entries.remove(&id) {
+        if let Some(timer) = self
+            .entries
+            .get_mut(Timers::index(id))
+            .and_then(Option::take)
+        {
+            self.ids_free.push(id);
             if !timer.fired {
                 events.cancel(timer.key);
             }
@@ -214,7 +234,7 @@ impl Timers {
         clock: &NodeClock,
         now: Instant,
     ) {
-        for timer in self.entries.values_mut() {
+        for timer in self.entries.iter_mut().flatten() {
             if timer.node == node && !timer.fired {
                 let at = clock.global_for(timer.local_deadline, now);
                 timer.key = events.reschedule(timer.key, at);
@@ -225,6 +245,8 @@ impl Timers {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -246,6 +268,47 @@ mod tests {
         queue.schedule(Instant::from_millis(5), Event::StallEnd(NodeId(0)));
         assert!(queue.pop_due(Instant::from_millis(4)).is_none());
         assert_eq!(queue.next_time(), Some(Instant::from_millis(5)));
+    }
+
+    #[test]
+    fn the_timeline_follows_the_first_pending_event() {
+        let timeline = Arc::new(Timeline::default());
+        let mut queue = EventQueue::new(Arc::clone(&timeline));
+        assert!(!timeline.event_due(Instant::from_millis(1_000_000)));
+        let late = queue.schedule(Instant::from_millis(9), Event::StallEnd(NodeId(0)));
+        let early = queue.schedule(Instant::from_millis(3), Event::StallEnd(NodeId(1)));
+        assert!(!timeline.event_due(Instant::from_millis(2)));
+        assert!(timeline.event_due(Instant::from_millis(3)));
+        queue.cancel(early);
+        assert!(!timeline.event_due(Instant::from_millis(8)));
+        queue.reschedule(late, Instant::from_millis(5));
+        assert!(timeline.event_due(Instant::from_millis(5)));
+        assert!(queue.pop_due(Instant::from_millis(5)).is_some());
+        assert!(!timeline.event_due(Instant::from_millis(1_000_000)));
+    }
+
+    #[test]
+    fn a_removed_timer_id_is_reused_and_its_event_cancelled() {
+        let mut events = EventQueue::default();
+        let mut timers = Timers::default();
+        let clock = NodeClock::default();
+        let now = Instant::ZERO;
+        let first = timers.create(&mut events, NodeId(0), &clock, Instant::from_millis(5), now);
+        let second = timers.create(&mut events, NodeId(0), &clock, Instant::from_millis(7), now);
+        assert_ne!(first, second);
+        timers.remove(&mut events, first);
+        assert!(timers.get_mut(first).is_none());
+        assert_eq!(events.next_time(), Some(Instant::from_millis(7)));
+        let third = timers.create(&mut events, NodeId(0), &clock, Instant::from_millis(9), now);
+        assert_eq!(third, first, "the freed id is reused");
+        assert!(matches!(
+            events.pop_due(Instant::from_millis(10)),
+            Some(Event::Timer(id)) if id == second
+        ));
+        timers.fire(second);
+        assert!(timers.get_mut(second).is_some_and(|timer| timer.fired));
+        timers.take_fired(second);
+        assert!(timers.get_mut(second).is_none());
     }
 
     #[test]

@@ -26,19 +26,44 @@ use crate::trace::hash::Fingerprint;
 use crate::trace::PollRecord;
 use crate::world::Shared;
 
+/// A ready or parked task's runnable, with its node beside it so that the
+/// stall check does not read the runnable's header.
+struct Slot {
+    runnable: Runnable<TaskTag>,
+    node: NodeId,
+}
+
+/// A drawn poll cost: nanoseconds above the configured minimum.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PollCostDrawn {
+    extra_nanos: u64,
+}
+
 pub(crate) struct Executor {
     pub scheduler: Box<dyn Scheduler>,
     /// Runnables by task slot.
-    runnables: Vec<Option<Runnable<TaskTag>>>,
+    runnables: Vec<Option<Slot>>,
     /// Ready tasks of stalled nodes, in the order they were parked.
     parked: BTreeMap<NodeId, Vec<TaskId>>,
-    /// Reused buffer for the inbox.
+    /// Reused buffer for the inbox. Empty between calls to `absorb`.
     woken: Vec<Runnable<TaskTag>>,
+    /// Woken runnables of killed incarnations, dropped at the end of
+    /// `absorb`. Empty between calls.
+    stale: Vec<Runnable<TaskTag>>,
     pub incarnations: Vec<Option<u32>>,
     /// Mirror of each node's stall: until when its tasks are parked.
     stalled_until: Vec<Option<Instant>>,
+    /// The latest of `stalled_until`: no task is parked at a time at or
+    /// after it, so `pick` skips the stall check then.
+    stalled_latest: Option<Instant>,
     timing_rng: SimRng,
     poll_cost: PollCost,
+    /// `poll_cost.max - poll_cost.min` in nanoseconds (saturated), and as a
+    /// `u32` when it fits: computed once, drawn from at every poll.
+    poll_cost_span: u64,
+    poll_cost_span_u32: Option<u32>,
+    /// `poll_cost.min` in nanoseconds (saturated).
+    poll_cost_min_nanos: u64,
     /// Polls so far.
     pub polls: u64,
     /// Every poll's time and task, folded.
@@ -54,15 +79,22 @@ impl Executor {
         poll_cost: PollCost,
         keep_polls: bool,
     ) -> Executor {
+        let span = u64::try_from(poll_cost.max.saturating_sub(poll_cost.min).as_nanos())
+            .unwrap_or(u64::MAX);
         Executor {
             scheduler,
             runnables: Vec::new(),
             parked: BTreeMap::new(),
             woken: Vec::new(),
+            stale: Vec::new(),
             incarnations: Vec::new(),
             stalled_until: Vec::new(),
+            stalled_latest: None,
             timing_rng,
             poll_cost,
+            poll_cost_span: span,
+            poll_cost_min_nanos: u64::try_from(poll_cost.min.as_nanos()).unwrap_or(u64::MAX),
+            poll_cost_span_u32: u32::try_from(span).ok(),
             polls: 0,
             poll_fingerprint: Fingerprint::new(),
             poll_records: keep_polls.then(Vec::new),
@@ -72,29 +104,36 @@ impl Executor {
     /// Move woken tasks from the inbox to the scheduler; drop those of a
     /// killed incarnation. Must be called without the world lock.
     pub fn absorb(&mut self, shared: &Shared) {
-        let mut woken = std::mem::take(&mut self.woken);
-        shared.take_ready(&mut woken);
-        let mut stale = Vec::new();
-        for runnable in woken.drain(..) {
+        shared.take_ready(&mut self.woken);
+        if self.woken.is_empty() {
+            return;
+        }
+        for runnable in self.woken.drain(..) {
             let meta = runnable.metadata().meta;
             if self.incarnations[meta.node.index()] != Some(meta.incarnation) {
-                stale.push(runnable);
+                self.stale.push(runnable);
                 continue;
             }
             let slot = meta.id.slot();
             if self.runnables.len() <= slot {
                 self.runnables.resize_with(slot + 1, || None);
             }
-            let previous = self.runnables[slot].replace(runnable);
+            let slot = &mut self.runnables[slot];
             assert!(
-                previous.is_none(),
+                slot.is_none(),
                 "async-task keeps at most one runnable per task, and a slot serves one live task"
             );
+            *slot = Some(Slot {
+                runnable,
+                node: meta.node,
+            });
             self.scheduler.push(meta.id);
         }
-        self.woken = woken;
-        // Dropping a runnable drops its future, which may lock the world.
-        drop(stale);
+        if !self.stale.is_empty() {
+            // Dropping a runnable drops its future, which may lock the world.
+            let stale = std::mem::take(&mut self.stale);
+            drop(stale);
+        }
     }
 
     /// A node was added: it runs, unstalled, in incarnation 0.
@@ -106,6 +145,7 @@ impl Executor {
     /// Mirror a node's stall (`None`: not stalled).
     pub fn set_stall(&mut self, node: NodeId, until: Option<Instant>) {
         self.stalled_until[node.index()] = until;
+        self.stalled_latest = self.stalled_until.iter().flatten().max().copied();
     }
 
     /// The next task to poll at `now`, parking tasks of stalled nodes on
@@ -113,44 +153,53 @@ impl Executor {
     pub fn pick(&mut self, now: Instant) -> Option<Runnable<TaskTag>> {
         loop {
             let id = self.scheduler.pop()?;
-            let node = self.runnables[id.slot()]
-                .as_ref()
-                .expect("the scheduler only holds tasks with a runnable")
-                .metadata()
-                .meta
-                .node;
-            if self.stalled_until[node.index()].is_some_and(|until| until > now) {
-                self.parked.entry(node).or_default().push(id);
-                continue;
+            let slot = &mut self.runnables[id.slot()];
+            if self.stalled_latest.is_some_and(|latest| latest > now) {
+                let node = slot
+                    .as_ref()
+                    .expect("the scheduler only holds tasks with a runnable")
+                    .node;
+                if self.stalled_until[node.index()].is_some_and(|until| until > now) {
+                    self.parked.entry(node).or_default().push(id);
+                    continue;
+                }
             }
-            return Some(self.runnables[id.slot()].take().expect("looked up above"));
+            let taken = slot
+                .take()
+                .expect("the scheduler only holds tasks with a runnable");
+            return Some(taken.runnable);
         }
     }
 
-    /// The virtual time the next poll costs.
-    pub fn draw_poll_cost(&mut self) -> Duration {
-        let PollCost { min, max } = self.poll_cost;
-        if min == max {
-            return min;
+    /// The virtual time the next poll costs: how much above the minimum.
+    pub fn draw_poll_cost(&mut self) -> PollCostDrawn {
+        if self.poll_cost_span == 0 {
+            return PollCostDrawn { extra_nanos: 0 };
         }
-        let span = u64::try_from((max - min).as_nanos()).unwrap_or(u64::MAX);
         // 32-bit draws when they suffice (spans up to 4.29 s): half the stream.
-        let extra = match u32::try_from(span) {
-            Ok(span) => u64::from(self.timing_rng.gen_range(0..=span)),
-            Err(_) => self.timing_rng.gen_range(0..=span),
+        let extra_nanos = match self.poll_cost_span_u32 {
+            Some(span) => u64::from(self.timing_rng.gen_range(0..=span)),
+            None => self.timing_rng.gen_range(0..=self.poll_cost_span),
         };
-        min + Duration::from_nanos(extra)
+        PollCostDrawn { extra_nanos }
+    }
+
+    /// `now` plus the cost `drawn`: the same as `now + cost` with the cost
+    /// as a `Duration`, without building it.
+    pub fn after_poll(&self, now: Instant, drawn: PollCostDrawn) -> Instant {
+        let cost = self.poll_cost_min_nanos.saturating_add(drawn.extra_nanos);
+        Instant::from_nanos(now.as_nanos().saturating_add(cost))
     }
 
     /// Fold a poll into the fingerprint (and keep it, if asked).
-    pub fn note_poll(&mut self, time: Instant, cost: Duration, meta: TaskMeta) {
+    pub fn note_poll(&mut self, time: Instant, drawn: PollCostDrawn, meta: TaskMeta) {
         self.polls += 1;
         self.poll_fingerprint.write_u64(time.as_nanos());
         self.poll_fingerprint.write_u64(meta.id.as_u64());
         if let Some(records) = &mut self.poll_records {
             records.push(PollRecord {
                 time,
-                cost,
+                cost: self.poll_cost.min + Duration::from_nanos(drawn.extra_nanos),
                 node: meta.node,
                 task: meta.id,
             });
@@ -187,9 +236,9 @@ impl Executor {
         let slot = self.runnables.get_mut(task.slot())?;
         if slot
             .as_ref()
-            .is_some_and(|runnable| runnable.metadata().meta.id == task)
+            .is_some_and(|slot| slot.runnable.metadata().meta.id == task)
         {
-            slot.take()
+            slot.take().map(|slot| slot.runnable)
         } else {
             None
         }
@@ -200,7 +249,7 @@ impl Executor {
         self.runnables
             .get(task.slot())
             .and_then(Option::as_ref)
-            .is_some_and(|runnable| runnable.metadata().meta.id == task)
+            .is_some_and(|slot| slot.runnable.metadata().meta.id == task)
     }
 
     /// Whether `task` is parked on a stalled node.
@@ -215,6 +264,52 @@ impl Executor {
         std::mem::take(&mut self.runnables)
             .into_iter()
             .flatten()
+            .map(|slot| slot.runnable)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::choices::{Choices, Purpose};
+    use crate::scheduler::FifoScheduler;
+
+    fn executor(min: Duration, max: Duration) -> Executor {
+        Executor::new(
+            Box::new(FifoScheduler::new()),
+            Choices::new(7).stream(Purpose::Timing),
+            PollCost { min, max },
+            false,
+        )
+    }
+
+    #[test]
+    fn the_clock_after_a_poll_matches_adding_the_cost_as_a_duration() {
+        let cases = [
+            (Duration::from_micros(1), Duration::from_micros(20)),
+            (Duration::from_micros(5), Duration::from_micros(5)),
+            (Duration::from_secs(3), Duration::from_secs(9)),
+            (Duration::ZERO, Duration::from_secs(u64::MAX / 2)),
+        ];
+        let starts = [
+            Instant::ZERO,
+            Instant::from_millis(1_234),
+            Instant::from_nanos(u64::MAX - 5),
+        ];
+        for (min, max) in cases {
+            let mut executor = executor(min, max);
+            for now in starts {
+                for _ in 0..50 {
+                    let drawn = executor.draw_poll_cost();
+                    let cost = min + Duration::from_nanos(drawn.extra_nanos);
+                    assert!(
+                        cost >= min && cost <= max,
+                        "{cost:?} outside {min:?}..={max:?}"
+                    );
+                    assert_eq!(executor.after_poll(now, drawn), now + cost);
+                }
+            }
+        }
     }
 }

@@ -55,16 +55,10 @@ impl Sim {
             state.life = Life::Killed;
             state.incarnation += 1;
             state.stalled_until = None;
-            let ids: Vec<TaskId> = world
-                .tasks
-                .live
-                .iter()
-                .filter(|(_, live)| live.meta.node == node)
-                .map(|(id, _)| *id)
-                .collect();
+            let ids: Vec<TaskId> = world.tasks.ids_of(node);
             let doomed: Vec<_> = ids
                 .iter()
-                .filter_map(|id| world.tasks.live.remove(id))
+                .filter_map(|id| world.tasks.remove(*id))
                 .collect();
             world.drop_node_connections(node);
             let disk_crash = world.disks.crash(node);
@@ -143,7 +137,7 @@ impl Sim {
     pub(crate) fn end_stall(&mut self, node: NodeId) {
         let ended = {
             let mut world = self.world();
-            let now = world.now;
+            let now = world.now();
             let state = &mut world.nodes[node.index()];
             let ended = state.stalled_until.is_some_and(|until| until <= now);
             if ended {
@@ -167,17 +161,17 @@ impl Sim {
     pub fn skew(&mut self, node: NodeId, offset_nanos: i64) {
         {
             let mut guard = self.world();
+            let now = guard.now();
             let World {
                 nodes,
                 timers,
                 events,
-                now,
                 ..
             } = &mut *guard;
             let clock = &mut nodes[node.index()].clock;
-            clock.set_offset(offset_nanos, *now);
+            clock.set_offset(offset_nanos, now);
             let clock = *clock;
-            timers.rekey_node(events, node, &clock, *now);
+            timers.rekey_node(events, node, &clock, now);
         }
         self.record(
             Some(node),
@@ -385,11 +379,11 @@ impl Sim {
         let leftovers = {
             let mut world = self.world();
             let events = world.events.drain();
-            let timers = std::mem::take(&mut world.timers.entries);
+            let timers = world.timers.take_all();
             let conns = std::mem::take(&mut world.net.conns);
             let listeners = std::mem::take(&mut world.net.listeners);
             let connects = std::mem::take(&mut world.net.connects);
-            let tasks = std::mem::take(&mut world.tasks.live);
+            let tasks = world.tasks.take_all();
             (events, timers, conns, listeners, connects, tasks)
         };
         drop(leftovers);

@@ -45,7 +45,7 @@ impl Runtime for SimRuntime {
             return Box::pin(std::future::pending());
         }
         let world = &mut *guard;
-        let now = world.now;
+        let now = world.now();
         let clock = world.node(self.node).clock;
         let local_deadline = clock.local(now) + duration;
         let id = world
@@ -72,7 +72,7 @@ impl Runtime for SimRuntime {
         let fired = world.buggify.ask(site);
         if fired {
             world.trace.record_simulator(
-                world.now,
+                world.now(),
                 Some(self.node),
                 tracing::Level::DEBUG,
                 format_args!("buggify {site} fired"),
@@ -106,11 +106,10 @@ impl Future for Sleep {
         let mut world = self.shared.world();
         let timer = world
             .timers
-            .entries
-            .get_mut(&id)
+            .get_mut(id)
             .expect("a waiting sleep owns its timer");
         if timer.fired {
-            world.timers.entries.remove(&id);
+            world.timers.take_fired(id);
             drop(world);
             self.state = SleepState::Done;
             return Poll::Ready(());

@@ -12,7 +12,7 @@ use tracing_subscriber::layer::SubscriberExt;
 
 use crate::buggify::{Buggify, BuggifySite};
 use crate::choices::{Choices, Purpose, SimRng};
-use crate::clock::{Event, EventQueue, Timers};
+use crate::clock::{Event, EventQueue, Timeline, Timers};
 use crate::config::{ConfigError, QuiescencePolicy, SimConfig};
 use crate::disk::Disks;
 use crate::executor::Executor;
@@ -76,8 +76,11 @@ pub struct Sim {
     workload_rng: SimRng,
     /// Polls and applied faults so far.
     steps: u64,
-    /// Mirror of the world's clock; only the owner moves it.
+    /// The owner's clock; only the owner moves it. Published to the
+    /// timeline (which handles read) whenever the world is locked through
+    /// [`Sim::world`] and at every step.
     pub(crate) now: Instant,
+    timeline: Arc<Timeline>,
     /// Every fault scheduled through a plan, by `Event::Fault` index.
     pub(crate) planned: Vec<FaultEvent>,
     pub(crate) failure: Option<Failure>,
@@ -116,9 +119,10 @@ impl Sim {
         config.validate()?;
         let choices = Choices::new(config.seed);
         let trace = Arc::new(TraceSink::new(config.trace));
+        let timeline = Arc::new(Timeline::default());
         let world = World {
-            now: Instant::ZERO,
-            events: EventQueue::default(),
+            timeline: Arc::clone(&timeline),
+            events: EventQueue::new(Arc::clone(&timeline)),
             timers: Timers::default(),
             nodes: Vec::new(),
             tasks: TaskTable::default(),
@@ -147,6 +151,7 @@ impl Sim {
             workload_rng: choices.stream(Purpose::Workload),
             steps: 0,
             now: Instant::ZERO,
+            timeline,
             planned: Vec::new(),
             failure: None,
             trace_entered: Arc::new(AtomicBool::new(false)),
@@ -226,7 +231,7 @@ impl Sim {
                 name: state.name.to_string(),
                 life: state.life,
                 incarnation: state.incarnation,
-                stalled_until: state.stalled_until.filter(|until| *until > world.now),
+                stalled_until: state.stalled_until.filter(|until| *until > world.now()),
                 clock_offset_nanos: state.clock.offset_nanos(),
             })
             .collect()
@@ -275,22 +280,27 @@ impl Sim {
     }
 
     /// Lock the world with its clock brought up to the owner's (the owner
-    /// moves time after each poll without taking the lock).
+    /// moves time after each poll without publishing it).
     pub(crate) fn world(&self) -> std::sync::MutexGuard<'_, World> {
-        let mut world = self.shared.world();
-        world.now = self.now;
-        world
+        self.timeline.publish(self.now);
+        self.shared.world()
     }
 
     /// Process due timers and deliveries; stop at a due planned fault and
-    /// return its index. Bounded: each turn removes one event.
+    /// return its index. Bounded: each turn removes one event. Publishes
+    /// the clock, and takes the world lock only when an event is due.
     fn fire_due(&mut self) -> Option<usize> {
         loop {
+            self.timeline.publish(self.now);
+            if !self.timeline.event_due(self.now) {
+                return None;
+            }
             let event = {
                 let mut guard = self.world();
                 let world = &mut *guard;
+                let now = world.now();
                 loop {
-                    match world.events.pop_due(world.now) {
+                    match world.events.pop_due(now) {
                         None => return None,
                         Some(Event::Timer(id)) => world.timers.fire(id),
                         Some(Event::Deliver(delivery)) => world.deliver(delivery),
@@ -312,10 +322,10 @@ impl Sim {
         let Some(runnable) = self.executor.pick(now) else {
             return Ok(None);
         };
-        let tag = runnable.metadata();
-        let (meta, cell) = (tag.meta, Arc::clone(&tag.cell));
+        let meta = runnable.metadata().meta;
         let cost = self.executor.draw_poll_cost();
         self.trace.stamp_poll(now, meta.node, meta.id);
+        self.shared.poll_end.clear();
         if self.trace_entered.load(Ordering::Relaxed) {
             runnable.run();
         } else {
@@ -323,14 +333,17 @@ impl Sim {
         }
         self.executor.note_poll(now, cost, meta);
         self.steps += 1;
-        self.now = now + cost;
+        self.now = self.executor.after_poll(now, cost);
         self.trace.stamp_idle(self.now);
-        if let Some(outcome) = cell.outcome() {
+        if let Some(outcome) = self.shared.poll_end.outcome() {
             let live = self.world().tasks.remove(meta.id);
             self.executor.scheduler.retire(meta.id);
             self.trace.forget_task(meta.id);
             if outcome == TaskOutcome::Panicked {
-                let message = cell.panic_message().unwrap_or_default();
+                let message = live
+                    .as_ref()
+                    .and_then(|live| live.cell.panic_message())
+                    .unwrap_or_default();
                 let name = live
                     .as_ref()
                     .map_or_else(String::new, |live| live.name.to_string());
@@ -355,7 +368,7 @@ impl Sim {
     fn idle(&mut self, horizon: Option<Instant>) -> Result<Progress, Failure> {
         let (next, live) = {
             let world = self.world();
-            (world.events.next_time(), world.tasks.live.len())
+            (world.events.next_time(), world.tasks.len())
         };
         let time_max = Instant::ZERO + self.config.limits.time_max;
         let target = match (next, horizon) {
@@ -387,7 +400,7 @@ impl Sim {
 
     fn set_now(&mut self, now: Instant) {
         self.now = now;
-        drop(self.world());
+        self.timeline.publish(now);
         self.trace.stamp_idle(now);
     }
 
@@ -528,9 +541,10 @@ impl Sim {
         let world = self.shared.world();
         world
             .tasks
-            .live
-            .iter()
-            .map(|(id, live)| {
+            .in_order()
+            .into_iter()
+            .map(|live| {
+                let id = &live.meta.id;
                 let state = if self.executor.is_parked(*id) {
                     TaskState::Stalled
                 } else if self.executor.is_runnable(*id) || woken.contains(id) {

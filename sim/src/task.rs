@@ -8,7 +8,6 @@
 //! table keeps each task's async-task handle; dropping that handle is how a
 //! task is aborted.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -30,10 +29,9 @@ pub(crate) struct TaskMeta {
 }
 
 /// The async-task metadata of every task: what the executor needs without
-/// a table lookup, including where the task's outcome will be recorded.
+/// a table lookup.
 pub(crate) struct TaskTag {
     pub meta: TaskMeta,
-    pub cell: Arc<TaskCell>,
 }
 
 const RUNNING: u8 = 0;
@@ -69,18 +67,19 @@ impl TaskCell {
     }
 
     /// Record the end of the task unless already recorded; wake joiners.
-    fn finish(&self, outcome: TaskOutcome, panic_message: Option<String>) {
-        let code = match outcome {
-            TaskOutcome::Completed => COMPLETED,
-            TaskOutcome::Aborted => ABORTED,
-            TaskOutcome::Panicked => PANICKED,
-        };
+    /// Returns whether this call recorded it.
+    fn finish(&self, outcome: TaskOutcome, panic_message: Option<String>) -> bool {
         if self
             .outcome
-            .compare_exchange(RUNNING, code, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                RUNNING,
+                outcome_code(outcome),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
-            return;
+            return false;
         }
         let joiners = {
             let mut detail = self.detail();
@@ -90,17 +89,12 @@ impl TaskCell {
         for joiner in joiners {
             joiner.wake();
         }
+        true
     }
 
     /// How the task ended, if it has.
     pub fn outcome(&self) -> Option<TaskOutcome> {
-        match self.outcome.load(Ordering::Acquire) {
-            RUNNING => None,
-            COMPLETED => Some(TaskOutcome::Completed),
-            ABORTED => Some(TaskOutcome::Aborted),
-            PANICKED => Some(TaskOutcome::Panicked),
-            other => unreachable!("task outcome code {other} is never stored"),
-        }
+        outcome_of(self.outcome.load(Ordering::Acquire))
     }
 
     /// The panic's message, if the task panicked.
@@ -128,10 +122,68 @@ impl TaskCell {
     }
 }
 
+fn outcome_code(outcome: TaskOutcome) -> u8 {
+    match outcome {
+        TaskOutcome::Completed => COMPLETED,
+        TaskOutcome::Aborted => ABORTED,
+        TaskOutcome::Panicked => PANICKED,
+    }
+}
+
+fn outcome_of(code: u8) -> Option<TaskOutcome> {
+    match code {
+        RUNNING => None,
+        COMPLETED => Some(TaskOutcome::Completed),
+        ABORTED => Some(TaskOutcome::Aborted),
+        PANICKED => Some(TaskOutcome::Panicked),
+        other => unreachable!("task outcome code {other} is never stored"),
+    }
+}
+
+/// How the task being polled ended, if it ended during the poll: the
+/// executor learns it without touching the task's cell at every poll.
+///
+/// A future is dropped only when its runnable is run or dropped, so the
+/// only task that can end while the executor runs one is that task; a
+/// runnable dropped outside a poll leaves a stale value, which the
+/// executor clears before the next poll.
+pub(crate) struct PollEnd(AtomicU8);
+
+impl PollEnd {
+    pub fn new() -> PollEnd {
+        PollEnd(AtomicU8::new(RUNNING))
+    }
+
+    /// A poll starts: no task has ended in it yet.
+    pub fn clear(&self) {
+        self.0.store(RUNNING, Ordering::Relaxed);
+    }
+
+    fn record(&self, outcome: TaskOutcome) {
+        self.0.store(outcome_code(outcome), Ordering::Relaxed);
+    }
+
+    /// How the polled task ended, if it did since `clear`.
+    pub fn outcome(&self) -> Option<TaskOutcome> {
+        outcome_of(self.0.load(Ordering::Relaxed))
+    }
+}
+
 /// The future async-task runs: the task's own future, supervised.
 struct Supervised {
     inner: BoxFuture<'static, ()>,
     cell: Arc<TaskCell>,
+    /// The run's, to report this task's end to the executor.
+    shared: Arc<Shared>,
+}
+
+impl Supervised {
+    /// Record how the task ended, once, in its cell and for the executor.
+    fn finish(&self, outcome: TaskOutcome, panic_message: Option<String>) {
+        if self.cell.finish(outcome, panic_message) {
+            self.shared.poll_end.record(outcome);
+        }
+    }
 }
 
 impl Future for Supervised {
@@ -142,12 +194,11 @@ impl Future for Supervised {
         match catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(())) => {
-                this.cell.finish(TaskOutcome::Completed, None);
+                this.finish(TaskOutcome::Completed, None);
                 Poll::Ready(())
             }
             Err(payload) => {
-                this.cell
-                    .finish(TaskOutcome::Panicked, Some(panic_text(payload.as_ref())));
+                this.finish(TaskOutcome::Panicked, Some(panic_text(payload.as_ref())));
                 Poll::Ready(())
             }
         }
@@ -157,14 +208,14 @@ impl Future for Supervised {
 impl Drop for Supervised {
     fn drop(&mut self) {
         // Dropped before completing: aborted or killed. No-op otherwise.
-        self.cell.finish(TaskOutcome::Aborted, None);
+        self.finish(TaskOutcome::Aborted, None);
         // A future's destructor may panic once the run has failed (a lock
         // poisoned by the panic that failed it). async-task aborts the
         // process on a panic in a drop, so the future is dropped here, where
         // the panic is caught: the run's failure is already recorded.
         let inner = std::mem::replace(&mut self.inner, Box::pin(std::future::ready(())));
         if catch_unwind(AssertUnwindSafe(move || drop(inner))).is_err() {
-            self.cell.finish(
+            self.finish(
                 TaskOutcome::Panicked,
                 Some("panic while dropped".to_owned()),
             );
@@ -186,28 +237,39 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 pub(crate) struct LiveTask {
     pub name: Arc<str>,
     pub meta: TaskMeta,
+    /// Where the task's outcome (and panic message) is recorded.
+    pub cell: Arc<TaskCell>,
     /// The async-task handle; `None` once aborted (dropping it aborts).
     pub task: Option<async_task::Task<(), TaskTag>>,
 }
 
-/// Every live task, by id.
+/// Every live task, by slot (the slot is part of the task's id).
 pub(crate) struct TaskTable {
-    pub live: BTreeMap<TaskId, LiveTask>,
+    /// Invariant: `slots[id.slot()]` holds the live task `id`, and a slot
+    /// is free (`None`, and in `slots_free`) while no live task has it.
+    slots: Vec<Option<LiveTask>>,
+    /// How many slots hold a task.
+    live_count: usize,
     /// Next task number. Invariant: larger than every number handed out.
     number_next: u64,
     /// Slots of ended tasks, reused last-freed first.
     slots_free: Vec<u32>,
     /// Next never-used slot.
     slot_next: u32,
+    /// The name of the last task spawned, shared with the next task of
+    /// the same name instead of allocating it again.
+    name_last: Option<Arc<str>>,
 }
 
 impl Default for TaskTable {
     fn default() -> TaskTable {
         TaskTable {
-            live: BTreeMap::new(),
+            slots: Vec::new(),
+            live_count: 0,
             number_next: 1,
             slots_free: Vec::new(),
             slot_next: 0,
+            name_last: None,
         }
     }
 }
@@ -225,11 +287,83 @@ impl TaskTable {
         id
     }
 
+    /// `name` as a shared string (the previous task's, if the same).
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        match &self.name_last {
+            Some(last) if **last == *name => Arc::clone(last),
+            _ => {
+                let name: Arc<str> = Arc::from(name);
+                self.name_last = Some(Arc::clone(&name));
+                name
+            }
+        }
+    }
+
+    /// Keep `live` in the slot of its id (allocated by `allocate`).
+    fn insert(&mut self, live: LiveTask) {
+        let slot = live.meta.id.slot();
+        if self.slots.len() <= slot {
+            self.slots.resize_with(slot + 1, || None);
+        }
+        let previous = self.slots[slot].replace(live);
+        assert!(previous.is_none(), "a slot serves one live task");
+        self.live_count += 1;
+    }
+
+    /// The live task `id`.
+    pub fn get_mut(&mut self, id: TaskId) -> Option<&mut LiveTask> {
+        self.slots
+            .get_mut(id.slot())?
+            .as_mut()
+            .filter(|live| live.meta.id == id)
+    }
+
     /// The task ended or was killed: forget it and free its slot.
     pub fn remove(&mut self, id: TaskId) -> Option<LiveTask> {
-        let live = self.live.remove(&id)?;
+        let slot = self.slots.get_mut(id.slot())?;
+        if slot.as_ref().is_none_or(|live| live.meta.id != id) {
+            return None;
+        }
+        let live = slot.take().expect("checked above");
+        self.live_count -= 1;
         self.slots_free.push(id.slot_u32());
         Some(live)
+    }
+
+    /// How many tasks are live.
+    pub fn len(&self) -> usize {
+        self.live_count
+    }
+
+    /// Every live task, in id order.
+    pub fn in_order(&self) -> Vec<&LiveTask> {
+        let mut live: Vec<&LiveTask> = self.slots.iter().flatten().collect();
+        live.sort_unstable_by_key(|live| live.meta.id);
+        live
+    }
+
+    /// The ids of `node`'s live tasks, in id order.
+    pub fn ids_of(&self, node: NodeId) -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|live| live.meta.node == node)
+            .map(|live| live.meta.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Take every live task out, in id order (for teardown).
+    pub fn take_all(&mut self) -> Vec<LiveTask> {
+        let mut live: Vec<LiveTask> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .flatten()
+            .collect();
+        live.sort_unstable_by_key(|live| live.meta.id);
+        self.live_count = 0;
+        live
     }
 }
 
@@ -265,25 +399,21 @@ pub(crate) fn spawn(
     let supervised = Supervised {
         inner: future,
         cell: Arc::clone(&cell),
+        shared: Arc::clone(shared),
     };
-    let tag = TaskTag {
-        meta,
-        cell: Arc::clone(&cell),
-    };
+    let tag = TaskTag { meta };
     let (runnable, task) = async_task::Builder::new().metadata(tag).spawn(
         move |_| supervised,
         move |runnable| waker_target.push_ready(runnable),
     );
-    let name: Arc<str> = Arc::from(name);
+    let name = world.tasks.intern(name);
     world.trace.name_task(id, &name);
-    world.tasks.live.insert(
-        id,
-        LiveTask {
-            name,
-            meta,
-            task: Some(task),
-        },
-    );
+    world.tasks.insert(LiveTask {
+        name,
+        meta,
+        cell: Arc::clone(&cell),
+        task: Some(task),
+    });
     drop(world);
     runnable.schedule();
     TaskHandle::new(SimTaskControl {
@@ -306,11 +436,7 @@ impl TaskControl for SimTaskControl {
         let Some(id) = self.id else { return };
         let task = {
             let mut world = self.shared.world();
-            world
-                .tasks
-                .live
-                .get_mut(&id)
-                .and_then(|live| live.task.take())
+            world.tasks.get_mut(id).and_then(|live| live.task.take())
         };
         // Dropped outside the lock: async-task schedules the task one last
         // time so that the executor drops its future without polling it.
@@ -324,5 +450,66 @@ impl TaskControl for SimTaskControl {
     fn join(&self) -> BoxFuture<'static, TaskOutcome> {
         let cell = Arc::clone(&self.cell);
         Box::pin(std::future::poll_fn(move |cx| cell.poll_join(cx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(table: &mut TaskTable, node: u32, name: &str) -> TaskId {
+        let id = table.allocate();
+        let name = table.intern(name);
+        table.insert(LiveTask {
+            name,
+            meta: TaskMeta {
+                id,
+                node: NodeId(node),
+                incarnation: 0,
+            },
+            cell: Arc::new(TaskCell::new()),
+            task: None,
+        });
+        id
+    }
+
+    #[test]
+    fn a_freed_slot_serves_a_new_task_and_the_old_id_no_longer_finds_it() {
+        let mut table = TaskTable::default();
+        let first = live(&mut table, 0, "a");
+        let second = live(&mut table, 0, "b");
+        assert!(table.remove(first).is_some());
+        assert!(table.remove(first).is_none(), "removed once");
+        let third = live(&mut table, 1, "c");
+        assert_eq!(third.slot(), first.slot(), "the freed slot is reused");
+        assert!(table.get_mut(first).is_none(), "a stale id misses");
+        assert!(table.remove(first).is_none(), "a stale id removes nothing");
+        assert_eq!(table.len(), 2);
+        let order: Vec<TaskId> = table.in_order().iter().map(|live| live.meta.id).collect();
+        assert_eq!(order, vec![second, third], "id order, not slot order");
+        assert_eq!(table.ids_of(NodeId(1)), vec![third]);
+    }
+
+    #[test]
+    fn a_cell_records_only_the_first_end_and_the_poll_end_follows_it() {
+        let cell = TaskCell::new();
+        let end = PollEnd::new();
+        assert!(cell.finish(TaskOutcome::Completed, None));
+        end.record(TaskOutcome::Completed);
+        assert!(!cell.finish(TaskOutcome::Aborted, None), "already ended");
+        assert_eq!(cell.outcome(), Some(TaskOutcome::Completed));
+        assert_eq!(end.outcome(), Some(TaskOutcome::Completed));
+        end.clear();
+        assert_eq!(end.outcome(), None);
+    }
+
+    #[test]
+    fn consecutive_tasks_of_one_name_share_it() {
+        let mut table = TaskTable::default();
+        let first = table.intern("worker");
+        let second = table.intern("worker");
+        let other = table.intern("reader");
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(&*other, "reader");
     }
 }

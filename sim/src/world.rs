@@ -23,18 +23,21 @@ use faultline_core::runtime::Instant;
 
 use crate::buggify::Buggify;
 use crate::choices::SimRng;
-use crate::clock::{EventQueue, Timers};
+use crate::clock::{EventQueue, Timeline, Timers};
 use crate::disk::Disks;
 use crate::ids::NodeId;
 use crate::net::NetState;
 use crate::node::NodeState;
-use crate::task::{TaskTable, TaskTag};
+use crate::task::{PollEnd, TaskTable, TaskTag};
 use crate::trace::TraceSink;
 
 /// What the simulator and every handle of one run share.
 pub(crate) struct Shared {
     world: Mutex<World>,
     inbox: Mutex<Vec<Runnable<TaskTag>>>,
+    /// How the task being polled ended, if it did (no lock: the run is on
+    /// one thread at a time).
+    pub poll_end: PollEnd,
 }
 
 impl Shared {
@@ -42,6 +45,7 @@ impl Shared {
         Shared {
             world: Mutex::new(world),
             inbox: Mutex::new(Vec::new()),
+            poll_end: PollEnd::new(),
         }
     }
 
@@ -85,9 +89,9 @@ impl Shared {
 
 /// The simulated world: everything handles may ask about.
 pub(crate) struct World {
-    /// The global virtual clock. Only the executor moves it, and only
-    /// forwards.
-    pub now: Instant,
+    /// The global virtual clock (read with [`World::now`]) and the next
+    /// event's time. Only the executor moves the clock, and only forwards.
+    pub timeline: Arc<Timeline>,
     pub events: EventQueue,
     pub timers: Timers,
     /// Every node, by [`NodeId`] index.
@@ -104,6 +108,11 @@ pub(crate) struct World {
 }
 
 impl World {
+    /// The global virtual time, as the executor last published it.
+    pub fn now(&self) -> Instant {
+        self.timeline.now()
+    }
+
     /// The node, which must exist.
     pub fn node(&self, node: NodeId) -> &NodeState {
         &self.nodes[node.index()]
@@ -126,6 +135,6 @@ impl World {
 
     /// The node's current clock reading.
     pub fn local_now(&self, node: NodeId) -> Instant {
-        self.node(node).clock.local(self.now)
+        self.node(node).clock.local(self.now())
     }
 }

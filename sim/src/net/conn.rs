@@ -360,7 +360,7 @@ impl World {
             return;
         }
         if self.is_clogged(from, to) {
-            let now = self.now;
+            let now = self.now();
             self.hold(from, to, now, delivery);
             return;
         }
@@ -419,7 +419,7 @@ impl World {
         if let Err(error) = &result {
             self.net.stats.connections_refused += 1;
             self.trace.record_simulator(
-                self.now,
+                self.now(),
                 Some(from.0),
                 Level::DEBUG,
                 format_args!("connection request {request} refused: {error}"),

@@ -78,7 +78,7 @@ impl World {
             return;
         }
         let held = std::mem::take(&mut link.held);
-        let now = self.now;
+        let now = self.now();
         for (arrival, delivery) in held {
             self.events
                 .schedule(arrival.max(now), Event::Deliver(delivery));
@@ -145,7 +145,7 @@ impl World {
         config: LinkConfig,
     ) {
         let latency = sample_latency(config.latency, &mut self.net.rng);
-        let mut arrival = self.now + latency;
+        let mut arrival = self.now() + latency;
         let in_order = traffic != Traffic::Data || !chance(&mut self.net.rng, config.reorder);
         if let Some((conn, side)) = delivery.end() {
             if let Some(end) = self
@@ -188,7 +188,7 @@ impl World {
 
     fn note(&self, from: NodeId, to: NodeId, what: &str, delivery: &Delivery) {
         self.trace.record_simulator(
-            self.now,
+            self.now(),
             Some(from),
             Level::DEBUG,
             format_args!(

@@ -154,6 +154,10 @@ struct Stamp {
 pub(crate) struct TraceSink {
     stamp: Stamp,
     level: LevelFilter,
+    /// Whether task names can ever be read: by kept records, the tail, or
+    /// the polls of the Chrome export. Not with a hash-only trace without a
+    /// tail, which then skips naming tasks (and its lock) altogether.
+    names_needed: bool,
     buffer: Mutex<TraceBuffer>,
 }
 
@@ -170,7 +174,7 @@ struct TraceBuffer {
     scratch: String,
     node_names: Vec<Arc<str>>,
     /// Names of live tasks (of every task with `Full`).
-    task_names: BTreeMap<TaskId, Arc<str>>,
+    task_names: TaskNames,
     /// Sometimes-probes reached: events with a `probe` field, by its value.
     probes: BTreeMap<String, u64>,
 }
@@ -185,6 +189,7 @@ impl TraceSink {
                 task_slot: AtomicU32::new(0),
             },
             level: LevelFilter::from_level(config.level),
+            names_needed: config.capture != TraceCapture::HashOnly || config.tail_lines > 0,
             buffer: Mutex::new(TraceBuffer {
                 capture: config.capture,
                 fingerprint: Fingerprint::new(),
@@ -194,7 +199,7 @@ impl TraceSink {
                 tail_max: config.tail_lines,
                 scratch: String::with_capacity(256),
                 node_names: Vec::new(),
-                task_names: BTreeMap::new(),
+                task_names: TaskNames::default(),
                 probes: BTreeMap::new(),
             }),
         }
@@ -248,15 +253,22 @@ impl TraceSink {
     }
 
     pub fn name_task(&self, task: TaskId, name: &Arc<str>) {
-        self.buffer().task_names.insert(task, Arc::clone(name));
+        if !self.names_needed {
+            return;
+        }
+        let mut buffer = self.buffer();
+        let keep_ended = buffer.capture == TraceCapture::Full;
+        buffer.task_names.name(task, name, keep_ended);
     }
 
     /// `task` ended; its name is no longer needed unless polls are kept.
     pub fn forget_task(&self, task: TaskId) {
-        let mut buffer = self.buffer();
-        if buffer.capture != TraceCapture::Full {
-            buffer.task_names.remove(&task);
+        if !self.names_needed {
+            return;
         }
+        let mut buffer = self.buffer();
+        let keep_ended = buffer.capture == TraceCapture::Full;
+        buffer.task_names.forget(task, keep_ended);
     }
 
     /// Record an event of the simulator itself.
@@ -349,7 +361,7 @@ impl TraceSink {
     /// Node names by id, and the names of known tasks.
     pub fn names(&self) -> (Vec<Arc<str>>, BTreeMap<TaskId, Arc<str>>) {
         let buffer = self.buffer();
-        (buffer.node_names.clone(), buffer.task_names.clone())
+        (buffer.node_names.clone(), buffer.task_names.to_map())
     }
 }
 
@@ -378,7 +390,7 @@ impl TraceBuffer {
             return;
         }
         let node_name = node.and_then(|node| self.node_names.get(node.index()).cloned());
-        let task_name = task.and_then(|task| self.task_names.get(&task).cloned());
+        let task_name = task.and_then(|task| self.task_names.get(task).cloned());
         if self.capture != TraceCapture::HashOnly {
             self.records.push(TraceRecord {
                 time,
@@ -416,6 +428,59 @@ impl TraceBuffer {
     }
 }
 
+/// Task names: those of live tasks by slot (a slot serves one live task at
+/// a time), and those of ended tasks when they are kept.
+#[derive(Default)]
+struct TaskNames {
+    live: Vec<Option<(TaskId, Arc<str>)>>,
+    ended: BTreeMap<TaskId, Arc<str>>,
+}
+
+impl TaskNames {
+    /// Name the new task `task`; a name still in its slot belongs to an
+    /// ended task, kept if `keep_ended`.
+    fn name(&mut self, task: TaskId, name: &Arc<str>, keep_ended: bool) {
+        let slot = task.slot();
+        if self.live.len() <= slot {
+            self.live.resize_with(slot + 1, || None);
+        }
+        if let Some((previous, name)) = self.live[slot].replace((task, Arc::clone(name))) {
+            if keep_ended && previous != task {
+                self.ended.insert(previous, name);
+            }
+        }
+    }
+
+    /// `task` ended: drop its name, or keep it with the ended ones.
+    fn forget(&mut self, task: TaskId, keep_ended: bool) {
+        let Some(entry) = self.live.get_mut(task.slot()) else {
+            return;
+        };
+        if entry.as_ref().is_some_and(|(live, _)| *live == task) {
+            let (_, name) = entry.take().expect("checked above");
+            if keep_ended {
+                self.ended.insert(task, name);
+            }
+        }
+    }
+
+    fn get(&self, task: TaskId) -> Option<&Arc<str>> {
+        match self.live.get(task.slot()) {
+            Some(Some((live, name))) if *live == task => Some(name),
+            _ => self.ended.get(&task),
+        }
+    }
+
+    /// Every known name, by task.
+    fn to_map(&self) -> BTreeMap<TaskId, Arc<str>> {
+        let mut names = self.ended.clone();
+        for (task, name) in self.live.iter().flatten() {
+            names.insert(*task, Arc::clone(name));
+        }
+        names
+    }
+}
+
 fn level_number(level: Level) -> u64 {
     match level {
         Level::ERROR => 1,
@@ -423,5 +488,45 @@ fn level_number(level: Level) -> u64 {
         Level::INFO => 3,
         Level::DEBUG => 4,
         Level::TRACE => 5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hash_only_trace_without_a_tail_names_no_task() {
+        let name: Arc<str> = Arc::from("worker");
+        let task = TaskId::new(1, 0);
+        let names = |capture, tail_lines| {
+            let sink = TraceSink::new(TraceConfig {
+                capture,
+                tail_lines,
+                ..TraceConfig::default()
+            });
+            sink.name_task(task, &name);
+            sink.names().1.len()
+        };
+        assert_eq!(names(TraceCapture::HashOnly, 0), 0);
+        assert_eq!(names(TraceCapture::HashOnly, 10), 1);
+        assert_eq!(names(TraceCapture::Events, 0), 1);
+    }
+
+    #[test]
+    fn ended_task_names_are_kept_only_when_asked() {
+        let name: Arc<str> = Arc::from("worker");
+        let first = TaskId::new(1, 0);
+        let second = TaskId::new(2, 0);
+        for keep_ended in [false, true] {
+            let mut names = TaskNames::default();
+            names.name(first, &name, keep_ended);
+            assert_eq!(names.get(first).map(|name| &**name), Some("worker"));
+            names.forget(first, keep_ended);
+            names.name(second, &Arc::from("reader"), keep_ended);
+            assert_eq!(names.get(first).is_some(), keep_ended);
+            assert_eq!(names.get(second).map(|name| &**name), Some("reader"));
+            assert_eq!(names.to_map().len(), if keep_ended { 2 } else { 1 });
+        }
     }
 }
