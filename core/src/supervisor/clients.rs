@@ -232,9 +232,7 @@ impl Supervisor {
                 .insert((record.owner.clone(), key.clone()), id.clone());
         }
         tracing::info!(job = %id, owner = %record.owner, kind = %record.kind, "job submitted");
-        state
-            .jobs
-            .insert(id.clone(), super::state::Job::new(record));
+        state.insert_job(record);
         self.spawn_op(state, &id, reserved);
         let view = view_of(state, &state.jobs[&id], self.runtime().now());
         ClientResponse::Job { job: view }

@@ -14,7 +14,7 @@
 //! runs whose agent did not return are settled `Lost`.
 
 use super::settle::RunEnd;
-use super::state::{Job, State};
+use super::state::State;
 use super::{StartError, Supervisor};
 use crate::agents::Link;
 use crate::flaws::Flaw;
@@ -146,7 +146,7 @@ impl Supervisor {
                     .insert((record.owner.clone(), key.clone()), record.id.clone());
             }
             order.push(record.id.clone());
-            state.jobs.insert(record.id.clone(), Job::new(record));
+            state.insert_job(record);
         }
         let mut waiting_for_agents = false;
         for job_id in &order {

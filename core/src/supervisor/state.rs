@@ -5,7 +5,7 @@
 //! never held across an `.await`. Pools have their own locks, taken *inside*
 //! the state lock (a permit dropped with an op returns its slot there).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -106,6 +106,11 @@ pub(crate) struct OpResources {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) jobs: BTreeMap<JobId, Job>,
+    /// Every job that was not terminal when last looked at: a superset of
+    /// the non-terminal jobs, so admission counts pending jobs without
+    /// walking every job ever submitted. Terminal ones are pruned lazily,
+    /// by [`State::pending_count`].
+    pub(crate) unsettled: BTreeSet<JobId>,
     /// `(owner, key) → job` for idempotent submits.
     pub(crate) idempotency: BTreeMap<(String, String), JobId>,
     /// The next job's sequence number.
@@ -140,6 +145,7 @@ impl State {
             .collect();
         State {
             jobs: BTreeMap::new(),
+            unsettled: BTreeSet::new(),
             idempotency: BTreeMap::new(),
             next_seq: 1,
             ops: OpRegistry::new(),
@@ -215,10 +221,35 @@ impl State {
         }
     }
 
-    /// Jobs of `owner` not yet dispatched (waiting for slots or an agent).
-    pub(crate) fn pending_count(&self, owner: Option<&str>) -> usize {
-        self.jobs
-            .values()
+    /// Add a job (submitted, or loaded from the store).
+    pub(crate) fn insert_job(&mut self, record: JobRecord) {
+        if !record.status.is_terminal() {
+            self.unsettled.insert(record.id.clone());
+        }
+        self.jobs.insert(record.id.clone(), Job::new(record));
+    }
+
+    /// Jobs of `owner` (of everyone: `None`) not yet dispatched (waiting
+    /// for slots or an agent). Forgets the jobs that ended since the last
+    /// count, so the cost follows the jobs still in play.
+    pub(crate) fn pending_count(&mut self, owner: Option<&str>) -> usize {
+        let jobs = &self.jobs;
+        self.unsettled.retain(|id| {
+            jobs.get(id)
+                .is_some_and(|job| !job.record.status.is_terminal())
+        });
+        // With flaws compiled in, a flawed supervisor may bring a terminal
+        // job back (the oracles report it); a clean one never does.
+        #[cfg(not(feature = "flaws"))]
+        debug_assert!(
+            jobs.values()
+                .filter(|job| !job.record.status.is_terminal())
+                .all(|job| self.unsettled.contains(&job.record.id)),
+            "every job still in play is in `unsettled`"
+        );
+        self.unsettled
+            .iter()
+            .map(|id| &jobs[id])
             .filter(|job| owner.is_none_or(|owner| job.record.owner == owner))
             .filter(|job| job.record.status == crate::protocol::JobStatus::Pending)
             .filter(|job| job.record.open_run().is_none())
