@@ -8,15 +8,15 @@
 //! `select!` that picks another branch) leaves the state consistent.
 //!
 //! What lives here:
-//! * [`state`]: the shared state and its helpers;
-//! * [`clients`]: `handle_client` (submit, status, cancel, list, overview);
-//! * [`dispatch`]: the op task of each run (slots, agent, dispatch, timers);
-//! * [`settle`]: how runs end, kills, and the max-run timer;
-//! * [`agent_link`]: one agent connection from hello to end;
-//! * [`reconcile`]: an agent's hello against what the supervisor believes it runs;
-//! * [`monitor`]: agent liveness and restart recovery;
-//! * [`snapshot`]: the state as data, for tests, oracles and the overview;
-//! * [`net`]: accept loops over [`Net`] (the simulator's clients and agents).
+//! * `state`: the shared state and its helpers;
+//! * `clients`: `handle_client` (submit, status, cancel, list, overview);
+//! * `dispatch`: the op task of each run (slots, agent, dispatch, timers);
+//! * `settle`: how runs end, kills, and the max-run timer;
+//! * `agent_link`: one agent connection from hello to end;
+//! * `reconcile`: an agent's hello against what the supervisor believes it runs;
+//! * `monitor`: agent liveness and restart recovery;
+//! * `snapshot`: the state as data, for tests, oracles and the overview;
+//! * `net`: accept loops over [`Net`](crate::runtime::Net) (the simulator's clients and agents).
 //!
 //! Every task is spawned through [`Runtime::spawn`] with a name that says
 //! what it is for (`run-op j-3#1`, `agent-conn a-1#2`, `max-run j-3#1`).
