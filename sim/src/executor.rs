@@ -108,7 +108,10 @@ impl Executor {
         if self.woken.is_empty() {
             return;
         }
-        for runnable in self.woken.drain(..) {
+        // In wake order: reversed once, then popped from the back (cheaper
+        // per runnable than a draining iterator).
+        self.woken.reverse();
+        while let Some(runnable) = self.woken.pop() {
             let meta = runnable.metadata().meta;
             if self.incarnations[meta.node.index()] != Some(meta.incarnation) {
                 self.stale.push(runnable);
