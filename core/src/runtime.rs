@@ -180,15 +180,21 @@ pub trait TaskControl: Send + Sync + 'static {
 
 /// A handle on a spawned task. Dropping it detaches the task.
 pub struct TaskHandle {
-    control: Box<dyn TaskControl>,
+    control: Arc<dyn TaskControl>,
 }
 
 impl TaskHandle {
     /// Wrap a runtime's task control.
     pub fn new(control: impl TaskControl) -> TaskHandle {
         TaskHandle {
-            control: Box::new(control),
+            control: Arc::new(control),
         }
+    }
+
+    /// Wrap a task control the runtime already shares with the task (its
+    /// outcome cell, say), without allocating another one for the handle.
+    pub fn from_shared(control: Arc<dyn TaskControl>) -> TaskHandle {
+        TaskHandle { control }
     }
 
     /// See [`TaskControl::abort`].

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_task::Runnable;
 use faultline_core::runtime::Instant;
-use rand::Rng;
+use rand::{Rng, RngCore};
 
 use crate::choices::SimRng;
 use crate::config::PollCost;
@@ -59,9 +59,9 @@ pub(crate) struct Executor {
     timing_rng: SimRng,
     poll_cost: PollCost,
     /// `poll_cost.max - poll_cost.min` in nanoseconds (saturated), and as a
-    /// `u32` when it fits: computed once, drawn from at every poll.
+    /// `u32` draw when it fits: computed once, drawn from at every poll.
     poll_cost_span: u64,
-    poll_cost_span_u32: Option<u32>,
+    poll_cost_span_u32: Option<InclusiveU32>,
     /// `poll_cost.min` in nanoseconds (saturated).
     poll_cost_min_nanos: u64,
     /// Polls so far.
@@ -94,7 +94,7 @@ impl Executor {
             poll_cost,
             poll_cost_span: span,
             poll_cost_min_nanos: u64::try_from(poll_cost.min.as_nanos()).unwrap_or(u64::MAX),
-            poll_cost_span_u32: u32::try_from(span).ok(),
+            poll_cost_span_u32: u32::try_from(span).ok().map(InclusiveU32::new),
             polls: 0,
             poll_fingerprint: Fingerprint::new(),
             poll_records: keep_polls.then(Vec::new),
@@ -108,7 +108,10 @@ impl Executor {
         if self.woken.is_empty() {
             return;
         }
-        for runnable in self.woken.drain(..) {
+        // In wake order: reversed once, then popped from the back (cheaper
+        // per runnable than a draining iterator).
+        self.woken.reverse();
+        while let Some(runnable) = self.woken.pop() {
             let meta = runnable.metadata().meta;
             if self.incarnations[meta.node.index()] != Some(meta.incarnation) {
                 self.stale.push(runnable);
@@ -178,7 +181,7 @@ impl Executor {
         }
         // 32-bit draws when they suffice (spans up to 4.29 s): half the stream.
         let extra_nanos = match self.poll_cost_span_u32 {
-            Some(span) => u64::from(self.timing_rng.gen_range(0..=span)),
+            Some(draw) => u64::from(draw.sample(&mut self.timing_rng)),
             None => self.timing_rng.gen_range(0..=self.poll_cost_span),
         };
         PollCostDrawn { extra_nanos }
@@ -269,6 +272,41 @@ impl Executor {
     }
 }
 
+/// A uniform draw from `0..=span`, exactly as rand 0.8's
+/// `gen_range(0..=span)` on `u32` makes it (same values from the same
+/// stream), with the bounds computed once instead of at every draw.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InclusiveU32 {
+    /// `span + 1`, wrapped: 0 stands for the full `u32` range.
+    range: u32,
+    /// The largest accepted low half of the widening product.
+    zone: u32,
+}
+
+impl InclusiveU32 {
+    pub fn new(span: u32) -> InclusiveU32 {
+        let range = span.wrapping_add(1);
+        let zone = match range {
+            0 => u32::MAX, // unused: every value is accepted
+            _ => (range << range.leading_zeros()).wrapping_sub(1),
+        };
+        InclusiveU32 { range, zone }
+    }
+
+    /// Bounded: a draw is rejected with probability below one half.
+    pub fn sample(self, rng: &mut SimRng) -> u32 {
+        if self.range == 0 {
+            return rng.next_u32();
+        }
+        loop {
+            let product = u64::from(rng.next_u32()) * u64::from(self.range);
+            if product as u32 <= self.zone {
+                return (product >> 32) as u32;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +320,36 @@ mod tests {
             PollCost { min, max },
             false,
         )
+    }
+
+    #[test]
+    fn an_inclusive_u32_draw_matches_gen_range_value_for_value() {
+        let spans = [
+            0,
+            1,
+            2,
+            3,
+            19_000,
+            1 << 31,
+            (1 << 31) + 1,
+            u32::MAX - 1,
+            u32::MAX,
+        ];
+        for span in spans {
+            for seed in 0..4 {
+                let mut ours = Choices::new(seed).stream(Purpose::Timing);
+                let mut theirs = Choices::new(seed).stream(Purpose::Timing);
+                let draw = InclusiveU32::new(span);
+                for _ in 0..200 {
+                    assert_eq!(
+                        draw.sample(&mut ours),
+                        theirs.gen_range(0..=span),
+                        "span {span}"
+                    );
+                }
+                assert_eq!(ours.next_u64(), theirs.next_u64(), "same stream position");
+            }
+        }
     }
 
     #[test]

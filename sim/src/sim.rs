@@ -340,9 +340,10 @@ impl Sim {
             self.executor.scheduler.retire(meta.id);
             self.trace.forget_task(meta.id);
             if outcome == TaskOutcome::Panicked {
-                let message = live
-                    .as_ref()
-                    .and_then(|live| live.cell.panic_message())
+                let message = self
+                    .shared
+                    .poll_end
+                    .take_panic_message()
                     .unwrap_or_default();
                 let name = live
                     .as_ref()
@@ -466,10 +467,12 @@ impl Sim {
     /// [`QuiescencePolicy::Idle`]).
     pub fn run(&mut self) -> Result<RunEnd, Failure> {
         self.entered(|sim| loop {
+            // Every arm names its variant, so the common ones drop nothing.
             match sim.step()? {
                 Progress::Finished => return Ok(RunEnd::Finished),
                 Progress::Quiescent => return Ok(RunEnd::Quiescent),
-                _ => {}
+                Progress::Fault(event) => drop(event),
+                Progress::Polled { .. } | Progress::Advanced { .. } => {}
             }
         })
     }

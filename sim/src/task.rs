@@ -4,15 +4,17 @@
 //! Every future is wrapped in [`Supervised`], which records how it ended in
 //! a shared [`TaskCell`]: completed, aborted (dropped before completing:
 //! through its handle or with its node) or panicked (the panic is caught at
-//! the poll so that it never unwinds through the executor). The live task
-//! table keeps each task's async-task handle; dropping that handle is how a
-//! task is aborted.
+//! the poll so that it never unwinds through the executor). The cell lives
+//! in the task's [`TaskState`], one allocation shared with the task's
+//! handle; a panic's message goes to the executor through [`PollEnd`]. The
+//! live task table keeps each task's async-task handle; dropping that handle
+//! is how a task is aborted.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
 use faultline_core::runtime::{BoxFuture, TaskControl, TaskHandle, TaskOutcome};
@@ -43,32 +45,27 @@ const PANICKED: u8 = 3;
 pub(crate) struct TaskCell {
     /// `RUNNING` until the task ends; then set once, never changed.
     outcome: AtomicU8,
-    detail: Mutex<CellDetail>,
-}
-
-#[derive(Default)]
-struct CellDetail {
-    panic_message: Option<String>,
-    joiners: Vec<Waker>,
+    /// Wakers of the join futures waiting for the end.
+    joiners: Mutex<Vec<Waker>>,
 }
 
 impl TaskCell {
     fn new() -> TaskCell {
         TaskCell {
             outcome: AtomicU8::new(RUNNING),
-            detail: Mutex::new(CellDetail::default()),
+            joiners: Mutex::new(Vec::new()),
         }
     }
 
-    fn detail(&self) -> std::sync::MutexGuard<'_, CellDetail> {
-        self.detail
+    fn joiners(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
+        self.joiners
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Record the end of the task unless already recorded; wake joiners.
     /// Returns whether this call recorded it.
-    fn finish(&self, outcome: TaskOutcome, panic_message: Option<String>) -> bool {
+    fn finish(&self, outcome: TaskOutcome) -> bool {
         if self
             .outcome
             .compare_exchange(
@@ -81,11 +78,7 @@ impl TaskCell {
         {
             return false;
         }
-        let joiners = {
-            let mut detail = self.detail();
-            detail.panic_message = panic_message;
-            std::mem::take(&mut detail.joiners)
-        };
+        let joiners = std::mem::take(&mut *self.joiners());
         for joiner in joiners {
             joiner.wake();
         }
@@ -97,26 +90,17 @@ impl TaskCell {
         outcome_of(self.outcome.load(Ordering::Acquire))
     }
 
-    /// The panic's message, if the task panicked.
-    pub fn panic_message(&self) -> Option<String> {
-        self.detail().panic_message.clone()
-    }
-
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<TaskOutcome> {
         if let Some(outcome) = self.outcome() {
             return Poll::Ready(outcome);
         }
-        let mut detail = self.detail();
+        let mut joiners = self.joiners();
         // Checked again under the lock: `finish` takes the joiners under it.
         if let Some(outcome) = self.outcome() {
             return Poll::Ready(outcome);
         }
-        if !detail
-            .joiners
-            .iter()
-            .any(|joiner| joiner.will_wake(cx.waker()))
-        {
-            detail.joiners.push(cx.waker().clone());
+        if !joiners.iter().any(|joiner| joiner.will_wake(cx.waker())) {
+            joiners.push(cx.waker().clone());
         }
         Poll::Pending
     }
@@ -147,41 +131,64 @@ fn outcome_of(code: u8) -> Option<TaskOutcome> {
 /// only task that can end while the executor runs one is that task; a
 /// runnable dropped outside a poll leaves a stale value, which the
 /// executor clears before the next poll.
-pub(crate) struct PollEnd(AtomicU8);
+///
+/// A panic's message travels beside it, set only when a task panics: the
+/// executor takes it after a poll that ended in a panic (which overwrote
+/// any message left by a runnable dropped outside a poll).
+pub(crate) struct PollEnd {
+    outcome: AtomicU8,
+    panic_message: Mutex<Option<String>>,
+}
 
 impl PollEnd {
     pub fn new() -> PollEnd {
-        PollEnd(AtomicU8::new(RUNNING))
+        PollEnd {
+            outcome: AtomicU8::new(RUNNING),
+            panic_message: Mutex::new(None),
+        }
     }
 
     /// A poll starts: no task has ended in it yet.
     pub fn clear(&self) {
-        self.0.store(RUNNING, Ordering::Relaxed);
+        self.outcome.store(RUNNING, Ordering::Relaxed);
     }
 
-    fn record(&self, outcome: TaskOutcome) {
-        self.0.store(outcome_code(outcome), Ordering::Relaxed);
+    fn record(&self, outcome: TaskOutcome, panic_message: Option<String>) {
+        if panic_message.is_some() {
+            *self.message_slot() = panic_message;
+        }
+        self.outcome.store(outcome_code(outcome), Ordering::Relaxed);
+    }
+
+    fn message_slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.panic_message
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How the polled task ended, if it did since `clear`.
     pub fn outcome(&self) -> Option<TaskOutcome> {
-        outcome_of(self.0.load(Ordering::Relaxed))
+        outcome_of(self.outcome.load(Ordering::Relaxed))
+    }
+
+    /// The message of the last recorded panic (taken: asked once).
+    pub fn take_panic_message(&self) -> Option<String> {
+        self.message_slot().take()
     }
 }
 
 /// The future async-task runs: the task's own future, supervised.
 struct Supervised {
     inner: BoxFuture<'static, ()>,
-    cell: Arc<TaskCell>,
-    /// The run's, to report this task's end to the executor.
-    shared: Arc<Shared>,
+    /// Shared with the task's handle.
+    state: Arc<TaskState>,
 }
 
 impl Supervised {
     /// Record how the task ended, once, in its cell and for the executor.
     fn finish(&self, outcome: TaskOutcome, panic_message: Option<String>) {
-        if self.cell.finish(outcome, panic_message) {
-            self.shared.poll_end.record(outcome);
+        if self.state.cell.finish(outcome) {
+            self.state.shared.poll_end.record(outcome, panic_message);
         }
     }
 }
@@ -237,8 +244,6 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 pub(crate) struct LiveTask {
     pub name: Arc<str>,
     pub meta: TaskMeta,
-    /// Where the task's outcome (and panic message) is recorded.
-    pub cell: Arc<TaskCell>,
     /// The async-task handle; `None` once aborted (dropping it aborts).
     pub task: Option<async_task::Task<(), TaskTag>>,
 }
@@ -377,17 +382,13 @@ pub(crate) fn spawn(
     name: &str,
     future: BoxFuture<'static, ()>,
 ) -> TaskHandle {
-    let cell = Arc::new(TaskCell::new());
     let mut world = shared.world();
     if !world.is_current(node, incarnation) {
         drop(world);
         drop(future);
-        cell.finish(TaskOutcome::Aborted, None);
-        return TaskHandle::new(SimTaskControl {
-            shared: Arc::clone(shared),
-            id: None,
-            cell,
-        });
+        let state = TaskState::new(shared, None);
+        state.cell.finish(TaskOutcome::Aborted);
+        return TaskHandle::from_shared(state);
     }
     let id = world.tasks.allocate();
     let meta = TaskMeta {
@@ -395,11 +396,11 @@ pub(crate) fn spawn(
         node,
         incarnation,
     };
+    let state = TaskState::new(shared, Some(id));
     let waker_target = Arc::clone(shared);
     let supervised = Supervised {
         inner: future,
-        cell: Arc::clone(&cell),
-        shared: Arc::clone(shared),
+        state: Arc::clone(&state),
     };
     let tag = TaskTag { meta };
     let (runnable, task) = async_task::Builder::new().metadata(tag).spawn(
@@ -411,27 +412,37 @@ pub(crate) fn spawn(
     world.tasks.insert(LiveTask {
         name,
         meta,
-        cell: Arc::clone(&cell),
         task: Some(task),
     });
     drop(world);
     runnable.schedule();
-    TaskHandle::new(SimTaskControl {
-        shared: Arc::clone(shared),
-        id: Some(id),
-        cell,
-    })
+    TaskHandle::from_shared(state)
 }
 
-/// The simulator's side of a [`TaskHandle`].
-struct SimTaskControl {
+/// A task's outcome cell together with what its handle needs: one
+/// allocation shared by the running task and its handle.
+struct TaskState {
+    cell: TaskCell,
     shared: Arc<Shared>,
     /// `None` for a task that was never started (its node was down).
     id: Option<TaskId>,
-    cell: Arc<TaskCell>,
+    /// This state itself, for the join futures (which outlive a borrow).
+    this: Weak<TaskState>,
 }
 
-impl TaskControl for SimTaskControl {
+impl TaskState {
+    fn new(shared: &Arc<Shared>, id: Option<TaskId>) -> Arc<TaskState> {
+        Arc::new_cyclic(|this| TaskState {
+            cell: TaskCell::new(),
+            shared: Arc::clone(shared),
+            id,
+            this: this.clone(),
+        })
+    }
+}
+
+/// The simulator's side of a [`TaskHandle`].
+impl TaskControl for TaskState {
     fn abort(&self) {
         let Some(id) = self.id else { return };
         let task = {
@@ -448,8 +459,11 @@ impl TaskControl for SimTaskControl {
     }
 
     fn join(&self) -> BoxFuture<'static, TaskOutcome> {
-        let cell = Arc::clone(&self.cell);
-        Box::pin(std::future::poll_fn(move |cx| cell.poll_join(cx)))
+        let state = self
+            .this
+            .upgrade()
+            .expect("join is called through a handle, which keeps the state alive");
+        Box::pin(std::future::poll_fn(move |cx| state.cell.poll_join(cx)))
     }
 }
 
@@ -467,7 +481,6 @@ mod tests {
                 node: NodeId(node),
                 incarnation: 0,
             },
-            cell: Arc::new(TaskCell::new()),
             task: None,
         });
         id
@@ -494,13 +507,29 @@ mod tests {
     fn a_cell_records_only_the_first_end_and_the_poll_end_follows_it() {
         let cell = TaskCell::new();
         let end = PollEnd::new();
-        assert!(cell.finish(TaskOutcome::Completed, None));
-        end.record(TaskOutcome::Completed);
-        assert!(!cell.finish(TaskOutcome::Aborted, None), "already ended");
+        assert!(cell.finish(TaskOutcome::Completed));
+        end.record(TaskOutcome::Completed, None);
+        assert!(!cell.finish(TaskOutcome::Aborted), "already ended");
         assert_eq!(cell.outcome(), Some(TaskOutcome::Completed));
         assert_eq!(end.outcome(), Some(TaskOutcome::Completed));
         end.clear();
         assert_eq!(end.outcome(), None);
+    }
+
+    #[test]
+    fn a_panic_message_is_taken_once_and_a_later_panic_replaces_a_stale_one() {
+        let end = PollEnd::new();
+        end.record(
+            TaskOutcome::Panicked,
+            Some("dropped outside a poll".to_owned()),
+        );
+        end.clear();
+        end.record(TaskOutcome::Completed, None);
+        end.clear();
+        end.record(TaskOutcome::Panicked, Some("boom".to_owned()));
+        assert_eq!(end.outcome(), Some(TaskOutcome::Panicked));
+        assert_eq!(end.take_panic_message().as_deref(), Some("boom"));
+        assert_eq!(end.take_panic_message(), None, "taken once");
     }
 
     #[test]
