@@ -472,16 +472,25 @@ mod tests {
         }
     }
 
-    struct CarelessHarness {
+    /// A harness over a crashable `MemoryStore` whose handles wrap it in
+    /// the store under test (`wrap`).
+    struct WrappingHarness {
         store: MemoryStore,
+        wrap: fn(MemoryStore) -> Arc<dyn Store>,
     }
 
-    impl StoreHarness for CarelessHarness {
+    impl WrappingHarness {
+        fn new(wrap: fn(MemoryStore) -> Arc<dyn Store>) -> WrappingHarness {
+            WrappingHarness {
+                store: MemoryStore::with_durability(Durability::OnCommit),
+                wrap,
+            }
+        }
+    }
+
+    impl StoreHarness for WrappingHarness {
         fn open(&mut self) -> BoxFuture<'_, Arc<dyn Store>> {
-            let store: Arc<dyn Store> = Arc::new(Careless {
-                inner: self.store.clone(),
-            });
-            Box::pin(std::future::ready(store))
+            Box::pin(std::future::ready((self.wrap)(self.store.clone())))
         }
         fn crash(&mut self, _store: Arc<dyn Store>) -> BoxFuture<'_, ()> {
             self.store.crash();
@@ -495,8 +504,8 @@ mod tests {
         let runtime = ManualRuntime::new(3);
         drive(
             &runtime,
-            Box::pin(run_all(|| CarelessHarness {
-                store: MemoryStore::with_durability(Durability::OnCommit),
+            Box::pin(run_all(|| {
+                WrappingHarness::new(|inner| Arc::new(Careless { inner }))
             })),
         );
     }
@@ -526,8 +535,7 @@ mod tests {
             .find(|case| case.name.starts_with("committed_records_survive"))
             .expect("the survival case exists");
         let result = std::panic::catch_unwind(|| {
-            let store = MemoryStore::with_durability(Durability::OnCommit);
-            let mut harness = ForgetfulHarness { store };
+            let mut harness = WrappingHarness::new(|inner| Arc::new(Forgetful { inner }));
             drive(
                 &runtime,
                 Box::pin(async move { run_case(case, &mut harness).await }),
@@ -537,23 +545,6 @@ mod tests {
             result.is_err(),
             "the suite accepted a store that loses commits"
         );
-    }
-
-    struct ForgetfulHarness {
-        store: MemoryStore,
-    }
-
-    impl StoreHarness for ForgetfulHarness {
-        fn open(&mut self) -> BoxFuture<'_, Arc<dyn Store>> {
-            let store: Arc<dyn Store> = Arc::new(Forgetful {
-                inner: self.store.clone(),
-            });
-            Box::pin(std::future::ready(store))
-        }
-        fn crash(&mut self, _store: Arc<dyn Store>) -> BoxFuture<'_, ()> {
-            self.store.crash();
-            Box::pin(std::future::ready(()))
-        }
     }
 
     #[test]
