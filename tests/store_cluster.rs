@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::cluster::{
-    agent_token, eventually, print_logs, spawn_serve, TempDir, ADMIN, ALICE, DEADLINE,
+    agent_token, eventually, job_with, print_logs, spawn_serve, submit_with, TempDir, ADMIN, ALICE,
+    DEADLINE,
 };
 use crate::support::faultline;
 
@@ -178,31 +179,12 @@ impl Restartable {
 
     /// Submit `command` (with `options`) as alice; the acknowledged id.
     pub fn submit(&self, options: &[&str], command: &[&str]) -> String {
-        let mut args = vec!["job", "submit"];
-        args.extend_from_slice(options);
-        args.push("--");
-        args.extend_from_slice(command);
-        let output = self.cli(&args);
-        assert!(
-            output.status.success(),
-            "submit failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout)
-            .expect("UTF-8")
-            .trim()
-            .to_owned()
+        submit_with(|args| self.cli(args), options, command)
     }
 
     /// Job `id` as alice sees it.
     pub fn job(&self, id: &str) -> Value {
-        let output = self.cli(&["job", "status", id, "--json"]);
-        assert!(
-            output.status.success(),
-            "status of {id} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).expect("job JSON")
+        job_with(|args| self.cli(args), id)
     }
 
     /// Wait until every agent in `ids` is connected.

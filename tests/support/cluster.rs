@@ -230,31 +230,12 @@ impl Cluster {
 
     /// Submit a job as `token`'s user; its id.
     pub fn submit(&self, token: &str, options: &[&str], command: &[&str]) -> String {
-        let mut args = vec!["job", "submit"];
-        args.extend_from_slice(options);
-        args.push("--");
-        args.extend_from_slice(command);
-        let output = self.cli(token, &args);
-        assert!(
-            output.status.success(),
-            "submit failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout)
-            .expect("UTF-8")
-            .trim()
-            .to_owned()
+        submit_with(|args| self.cli(token, args), options, command)
     }
 
     /// A job as `token`'s user sees it (`job status --json`).
     pub fn job(&self, token: &str, id: &str) -> Value {
-        let output = self.cli(token, &["job", "status", id, "--json"]);
-        assert!(
-            output.status.success(),
-            "status of {id} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).expect("job JSON")
+        job_with(|args| self.cli(token, args), id)
     }
 
     /// Wait until job `id` has `status`; the job then.
@@ -372,6 +353,35 @@ pub fn print_logs(dir: &Path) {
             );
         }
     }
+}
+
+/// `job submit OPTIONS -- COMMAND` through `cli`; the acknowledged id.
+pub fn submit_with(cli: impl Fn(&[&str]) -> Output, options: &[&str], command: &[&str]) -> String {
+    let mut args = vec!["job", "submit"];
+    args.extend_from_slice(options);
+    args.push("--");
+    args.extend_from_slice(command);
+    let output = cli(&args);
+    assert!(
+        output.status.success(),
+        "submit failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
+}
+
+/// `job status ID --json` through `cli`, parsed.
+pub fn job_with(cli: impl Fn(&[&str]) -> Output, id: &str) -> Value {
+    let output = cli(&["job", "status", id, "--json"]);
+    assert!(
+        output.status.success(),
+        "status of {id} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("job JSON")
 }
 
 /// Agent `id`'s token in the test config.
