@@ -124,6 +124,13 @@ impl Setup {
             .collect()
     }
 
+    /// Configure the link from the client to the server.
+    fn set_link(&mut self, link: LinkConfig) {
+        self.sim
+            .set_link(self.client, self.server, link)
+            .expect("a valid link");
+    }
+
     /// Whether every send the client made was accepted.
     fn every_send_ok(&self) -> bool {
         self.sends
@@ -155,10 +162,7 @@ fn a_lost_frame_is_never_delivered() {
         loss: 0.3,
         ..LinkConfig::fixed(LATENCY)
     };
-    setup
-        .sim
-        .set_link(setup.client, setup.server, lossy)
-        .expect("a valid link");
+    setup.set_link(lossy);
     setup
         .sim
         .run_until(ms(2_000), |_, _| std::ops::ControlFlow::<()>::Continue(()))
@@ -183,10 +187,7 @@ fn a_lost_frame_is_never_delivered() {
         loss: 1.0,
         ..LinkConfig::fixed(LATENCY)
     };
-    setup
-        .sim
-        .set_link(setup.client, setup.server, black_hole)
-        .expect("a valid link");
+    setup.set_link(black_hole);
     setup.sim.run_for(Duration::from_secs(2)).expect("runs");
     assert!(setup.frames.entries().is_empty());
     assert_eq!(setup.sim.net_stats().frames_lost, 50);
@@ -200,10 +201,7 @@ fn a_loss_that_resets_the_connection_fails_both_ends_at_once() {
         loss_effect: LossEffect::ResetConnection,
         ..LinkConfig::fixed(LATENCY)
     };
-    setup
-        .sim
-        .set_link(setup.client, setup.server, breaking)
-        .expect("a valid link");
+    setup.set_link(breaking);
     setup.sim.run_for(Duration::from_secs(2)).expect("runs");
     let received = setup.received();
     let first_failure = setup
@@ -231,10 +229,7 @@ fn a_duplicated_frame_is_delivered_twice() {
         duplicate: 1.0,
         ..LinkConfig::fixed(LATENCY)
     };
-    setup
-        .sim
-        .set_link(setup.client, setup.server, doubling)
-        .expect("a valid link");
+    setup.set_link(doubling);
     setup.sim.run_for(Duration::from_secs(1)).expect("runs");
     let received = setup.received();
     let expected: Vec<u32> = (0..20).flat_map(|seq| [seq, seq]).collect();
@@ -282,10 +277,7 @@ fn a_partition_breaks_a_stream_connection_rather_than_skip_a_frame() {
         loss_effect: LossEffect::ResetConnection,
         ..LinkConfig::fixed(LATENCY)
     };
-    setup
-        .sim
-        .set_link(setup.client, setup.server, stream)
-        .expect("a valid link");
+    setup.set_link(stream);
     let plan = FaultPlan::new(vec![at(100, partition(Direction::Both)), at(500, heal())]);
     setup.sim.apply_plan(&plan).expect("a valid plan");
     setup.sim.run_for(Duration::from_secs(2)).expect("runs");
@@ -551,10 +543,7 @@ fn frames_keep_their_order_unless_reordering_is_on() {
             reorder,
             ..LinkConfig::default()
         };
-        setup
-            .sim
-            .set_link(setup.client, setup.server, jittery)
-            .expect("a valid link");
+        setup.set_link(jittery);
         setup.sim.run_for(Duration::from_secs(2)).expect("runs");
         let received: Vec<u32> = setup
             .frames
