@@ -391,21 +391,9 @@ impl TraceBuffer {
         }
         let node_name = node.and_then(|node| self.node_names.get(node.index()).cloned());
         let task_name = task.and_then(|task| self.task_names.get(task).cloned());
-        if self.capture != TraceCapture::HashOnly {
-            self.records.push(TraceRecord {
-                time,
-                node,
-                node_name,
-                task,
-                task_name,
-                level,
-                source,
-                text: text.to_owned(),
-            });
-            return;
-        }
-        // Reuse the oldest record's text buffer once the tail is full.
-        let mut kept = if self.tail.len() >= self.tail_max {
+        let full = self.capture != TraceCapture::HashOnly;
+        // In the tail, reuse the oldest record's text buffer once it is full.
+        let mut kept = if !full && self.tail.len() >= self.tail_max {
             self.tail
                 .pop_front()
                 .expect("a full tail is not empty")
@@ -415,7 +403,7 @@ impl TraceBuffer {
         };
         kept.clear();
         kept.push_str(text);
-        self.tail.push_back(TraceRecord {
+        let record = TraceRecord {
             time,
             node,
             node_name,
@@ -424,7 +412,12 @@ impl TraceBuffer {
             level,
             source,
             text: kept,
-        });
+        };
+        if full {
+            self.records.push(record);
+        } else {
+            self.tail.push_back(record);
+        }
     }
 }
 
